@@ -1,0 +1,189 @@
+"""The recipe schema: one typed object per YAML section, validated when the recipe is loaded.
+
+Why pydantic with ``extra="forbid"`` everywhere: a misspelled key must fail at load time with the key path and
+a suggestion, not be silently ignored until a two-hour run has produced the wrong model. Nothing downstream reads
+raw dicts; stages receive these objects.
+
+Names that refer to registered components (task, dataset, model, importance, loss, target) are checked against
+their registries by :func:`edgekd.recipe.load.check_registered_names` right after parsing, so the JSON schema
+stays importable without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Fraction = float  # documented alias: values in (0, 1)
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, models are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataConfig(Section):
+    """Where the data comes from and how it is batched. ``eval`` is the held-out split (test set)."""
+
+    name: str = Field("fashion_mnist", description="Registered dataset name (see `edgekd schema`).")
+    root: Path | None = Field(None, description="Directory holding the dataset files; searched first.")
+    download: bool = Field(False, description="Download (with checksum verification) when not found locally.")
+    train_limit: int | None = Field(None, ge=1, description="Use only the first N training samples.")
+    eval_limit: int | None = Field(None, ge=1, description="Use only the first N evaluation samples.")
+    augment: bool = Field(True, description="Standard training augmentation (random crop with padding, flip).")
+    batch_size: int = Field(128, ge=1, description="Training batch size (per process).")
+    eval_batch_size: int = Field(512, ge=1)
+    workers: int = Field(0, ge=0, description="DataLoader workers; 0 serves in-memory tensors directly.")
+
+
+class ModelSpec(Section):
+    """A model builder: a registered name (``resnet20``), ``torchvision:<name>`` or ``package.module:factory``.
+
+    ``package.module:factory`` imports user code because the recipe names it: only run recipes you trust.
+    """
+
+    name: str = Field(..., description="resnet20 | torchvision:resnet18 | my_pkg.models:build")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the builder.")
+    num_classes: int | None = Field(None, ge=1, description="Output classes; default: from the dataset.")
+    in_channels: int | None = Field(None, ge=1, description="Input channels; default: from the dataset.")
+
+
+class TeacherConfig(Section):
+    model: ModelSpec
+    checkpoint: Path | None = Field(None, description="State dict (plain or under 'state_dict'/'model').")
+    trust_checkpoint: bool = Field(
+        False, description="Allow full unpickling of the checkpoint (runs code from the file: trusted files only)."
+    )
+
+
+class OptimConfig(Section):
+    """Optimisation settings shared by teacher training and distillation."""
+
+    epochs: int = Field(5, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "constant", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainConfig(OptimConfig):
+    """``edgekd train``: trains the teacher from scratch (or from ``teacher.checkpoint`` when given)."""
+
+    epochs: int = Field(15, ge=1)
+    lr: float = Field(0.1, gt=0)
+
+
+class PruneConfig(Section):
+    """Structural pruning with torch-pruning's dependency graph.
+
+    ``target`` says what ``reduction`` measures: ``macs`` / ``params`` (fraction of the teacher's removed; the
+    pruner steps until the target is met within ``tolerance``) or ``channels`` (torch-pruning's channel pruning
+    ratio per group).
+    """
+
+    importance: str = Field("group_l2", description="Registered importance criterion.")
+    target: Literal["macs", "params", "channels"] = "macs"
+    reduction: float = Field(0.74, gt=0, lt=1, description="Fraction removed (of MACs, params or channels).")
+    tolerance: float = Field(0.01, gt=0, lt=0.5, description="Accepted |achieved - reduction| for macs/params.")
+    global_pruning: bool = Field(False, description="Rank channels across layers instead of per layer.")
+    iterative_steps: int = Field(8, ge=1, le=1000)
+    round_to: int | None = Field(None, ge=1, description="Keep channel counts multiples of this (SIMD-friendly).")
+    max_layer_ratio: float = Field(0.95, gt=0, le=1, description="No layer loses more than this fraction.")
+    ignored_layers: list[str] = Field(default_factory=list, description="Module names never pruned.")
+    calibration_batches: int = Field(4, ge=1, description="Batches used by data-driven criteria (Taylor).")
+
+
+class LossSpec(BaseModel):
+    """One distillation loss term. Its own parameters sit beside ``name`` and ``weight``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    weight: float = Field(1.0, ge=0)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _default_losses() -> list[LossSpec]:
+    return [LossSpec(name="ce", weight=0.1), LossSpec(name="kd", weight=0.9, temperature=4.0)]
+
+
+class DistillConfig(OptimConfig):
+    """Recovery training of the pruned student, taught by the frozen unpruned teacher."""
+
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(0.02, gt=0)
+    losses: list[LossSpec] = Field(default_factory=_default_losses, min_length=1)
+
+    @field_validator("losses")
+    @classmethod
+    def _unique_names(cls, losses: list[LossSpec]) -> list[LossSpec]:
+        seen: set[str] = set()
+        for spec in losses:
+            if spec.name in seen:
+                raise ValueError(f"loss '{spec.name}' is listed twice; combine its weights into one entry")
+            seen.add(spec.name)
+        return losses
+
+
+class ExportConfig(Section):
+    opset: int = Field(18, ge=17, le=23)
+    simplify: bool = Field(True, description="Run onnxsim; on failure the unsimplified model is kept.")
+    dynamic_batch: bool = True
+    parity_samples: int = Field(256, ge=1, description="Real eval inputs compared PyTorch vs ONNX Runtime.")
+    parity_atol: float = Field(1e-3, gt=0, description="Max |PyTorch - ORT| on outputs for parity to pass.")
+    parity_min_agreement: float = Field(0.99, gt=0, le=1, description="Min top-1 (or pixel) agreement.")
+
+
+class ProfileConfig(Section):
+    targets: list[str] = Field(default_factory=lambda: ["local"], min_length=1)
+    threads: list[int] = Field(default_factory=lambda: [1, 0], min_length=1, description="0 means all cores.")
+    batch: int = Field(1, ge=1)
+    warmup: int = Field(5, ge=0)
+    runs: int | None = Field(None, ge=1, description="Fixed run count; default: adapt to time_budget_s.")
+    time_budget_s: float = Field(3.0, gt=0, description="Per-configuration measuring time when runs is unset.")
+
+    @field_validator("threads")
+    @classmethod
+    def _non_negative(cls, threads: list[int]) -> list[int]:
+        if any(t < 0 for t in threads):
+            raise ValueError("thread counts must be >= 0 (0 means all cores)")
+        return threads
+
+
+class ReportConfig(Section):
+    formats: list[Literal["json", "md", "html"]] = Field(default_factory=lambda: ["json", "md", "html"])
+    title: str | None = None
+
+
+class Recipe(Section):
+    """A whole edgekd recipe. Precedence: defaults < recipe file < ``--set`` overrides (rightmost wins)."""
+
+    task: str = Field("classification", description="classification | segmentation | regression")
+    seed: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _report_needs_json(self) -> Recipe:
+        if "json" not in self.report.formats:
+            raise ValueError("report.formats must include 'json' (the other reports are rendered from it)")
+        return self
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (paths as strings), for recipe.yaml and report.json."""
+        return self.model_dump(mode="json")
