@@ -34,6 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_MARK, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the user's normal permissions
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -99,6 +100,12 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete temporaries a killed run left behind (they never carry a final name)."""
     for stale in Path(directory).rglob(f"*{TMP_MARK}"):
         stale.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -150,6 +150,10 @@ class ProfileConfig(Section):
     warmup: int = Field(5, ge=0)
     runs: int | None = Field(None, ge=1, description="Fixed run count; default: adapt to time_budget_s.")
     time_budget_s: float = Field(3.0, gt=0, description="Per-configuration measuring time when runs is unset.")
+    min_runs: int = Field(10, ge=1, description="Adaptive: at least this many runs, even past the budget.")
+    max_runs: int = Field(10000, ge=1, description="Adaptive: stop after this many runs.")
+    ci_target: float = Field(0.02, gt=0, lt=1, description="Adaptive: stop at this relative median 95% CI.")
+    timeout_s: float = Field(600.0, gt=0, description="Kill a probe running one configuration past this.")
 
     @field_validator("threads")
     @classmethod
@@ -157,6 +161,12 @@ class ProfileConfig(Section):
         if any(t < 0 for t in threads):
             raise ValueError("thread counts must be >= 0 (0 means all cores)")
         return threads
+
+    @model_validator(mode="after")
+    def _run_bounds(self) -> ProfileConfig:
+        if self.min_runs > self.max_runs:
+            raise ValueError(f"min_runs ({self.min_runs}) must be <= max_runs ({self.max_runs})")
+        return self
 
 
 class ReportConfig(Section):

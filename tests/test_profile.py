@@ -1,0 +1,251 @@
+"""The profile stage: the standalone probe as a real subprocess, the local target, and the stage functions.
+
+Models are built with ``onnx.helper`` (a few KiB, load in milliseconds) so every probe process is dominated by
+importing onnxruntime. No wall-clock asserts: only orderings, counts, bounds and messages.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from pydantic import ValidationError
+
+from edgekd.errors import EdgekdError, InputError
+from edgekd.profile import (
+    PROBE_PATH,
+    TARGETS,
+    ProbeSettings,
+    get_target,
+    parse_probe_output,
+    profile_model,
+    run,
+)
+from edgekd.profile import probe as probe_module
+from edgekd.recipe.schema import ProfileConfig
+from edgekd.results import Profile, to_dict
+
+FAST = {"warmup": 1, "runs": 5}
+
+
+def save_model(
+    path: Path, nodes, inits=(), x_shape=("N", 3, 16, 16), y_shape=("N", 8, 16, 16), domains=()
+) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))
+    opsets = [helper.make_opsetid("", 18)] + [helper.make_opsetid(d, 1) for d in domains]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], list(inits)), opset_imports=opsets)
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def conv_nodes():
+    weight = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    return nodes, [numpy_helper.from_array(weight, "w")]
+
+
+@pytest.fixture(scope="module")
+def conv_onnx(tmp_path_factory) -> Path:
+    nodes, inits = conv_nodes()
+    return save_model(tmp_path_factory.mktemp("profile") / "conv.onnx", nodes, inits)
+
+
+def probe(*args: str) -> tuple[int, dict]:
+    done = subprocess.run(
+        [sys.executable, str(PROBE_PATH), *args], capture_output=True, text=True, timeout=120
+    )
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, f"probe must print exactly one JSON line, got {done.stdout!r} / {done.stderr!r}"
+    return done.returncode, json.loads(lines[0])
+
+
+# ------------------------------------------------------------------------------------------- the probe itself
+def test_probe_source_is_standalone_and_python38():
+    src = PROBE_PATH.read_text(encoding="utf-8")
+    tree = ast.parse(src, feature_version=(3, 8))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert "edgekd" not in imported
+    assert not any(isinstance(node, ast.Match) for node in ast.walk(tree))
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party == {"numpy", "onnxruntime"}
+
+
+def test_probe_fixed_runs_json(conv_onnx):
+    code, out = probe(str(conv_onnx), "--threads", "1", "--batch", "2", "--warmup", "2", "--runs", "17")
+    assert code == 0, out
+    lat = out["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert lat["first"] > 0 and lat["mean"] > 0 and lat["std"] >= 0
+    assert out["runs"] == 17 and out["stop_reason"] == "fixed_runs"
+    assert out["load_ms"] > 0 and out["peak_rss_mb"] > 0
+    assert out["intra_op_threads"] == 1
+    assert out["inputs"] == [
+        {"name": "x", "shape": [2, 3, 16, 16], "declared": ["N", 3, 16, 16], "dtype": "float32"}
+    ]
+    assert out["onnxruntime"]["version"] and "CPUExecutionProvider" in out["onnxruntime"]["providers"]
+    device = out["device"]
+    for key in ("cpu", "logical_cores", "governor", "freq_max_mhz", "temperature_c", "throttled", "nvpmodel"):
+        assert key in device  # present even when the machine has no such sensor (null)
+    assert device["logical_cores"] == os.cpu_count() and device["machine"] and device["platform"]
+    assert "after" in device
+
+
+def test_probe_adaptive_runs_respect_bounds(conv_onnx):
+    base = [str(conv_onnx), "--warmup", "1"]
+    code, out = probe(*base, "--time-budget", "0.3", "--min-runs", "5", "--max-runs", "60")
+    assert code == 0 and 5 <= out["runs"] <= 60
+    assert out["stop_reason"] in {"ci_target", "time_budget", "max_runs"}
+    # the floor wins over a budget that is already spent
+    code, out = probe(*base, "--time-budget", "1e-6", "--min-runs", "12")
+    assert (out["runs"], out["stop_reason"]) == (12, "time_budget")
+    # an unreachable CI target stops at the ceiling
+    code, out = probe(
+        *base, "--time-budget", "60", "--min-runs", "3", "--max-runs", "9", "--ci-target", "1e-12"
+    )
+    assert (out["runs"], out["stop_reason"]) == (9, "max_runs")
+
+
+def test_probe_named_dims_and_op_profile(tmp_path):
+    nodes, inits = conv_nodes()
+    path = save_model(
+        tmp_path / "dyn.onnx", nodes, inits, x_shape=("N", 3, "H", "W"), y_shape=("N", 8, "H", "W")
+    )
+    code, out = probe(
+        str(path), "--runs", "3", "--warmup", "0", "--dim", "H=10", "--dim", "W=6", "--op-profile"
+    )
+    assert code == 0, out
+    assert out["inputs"][0]["shape"] == [1, 3, 10, 6]
+    assert {row["op_type"] for row in out["op_profile"]["by_op_type"]} >= {"Conv"}
+    assert abs(sum(row["share"] for row in out["op_profile"]["by_op_type"]) - 1.0) < 1e-6
+
+
+def test_probe_baseline_and_errors(tmp_path):
+    code, out = probe("--baseline")
+    assert code == 0 and out["baseline"] is True and out["peak_rss_mb"] > 0
+    code, out = probe(str(tmp_path / "missing.onnx"))
+    assert code == 1 and "not found" in out["error"]
+    code, out = probe(str(tmp_path / "x.onnx"), "--runs", "3", "--time-budget", "2")
+    assert code == 2 and "not allowed with" in out["error"]
+
+
+def test_median_ci_matches_order_statistics():
+    values = [float(v) for v in range(1, 101)]  # median 50.5; ranks 40 and 61 bound the 95% CI
+    assert probe_module.median_ci_rel(values[::-1]) == pytest.approx(10.5 / 50.5)
+    assert probe_module.median_ci_rel([2.0] * 30) == 0.0
+
+
+def test_settings_argv_is_what_the_probe_parses():
+    fixed = probe_module.parse_args(
+        ["m.onnx", *ProbeSettings(threads=0, batch=4, runs=9, dims=(("H", 8),)).argv()]
+    )
+    assert (fixed.threads, fixed.batch, fixed.runs, fixed.dim) == (0, 4, 9, [("H", 8)])
+    cfg = ProfileConfig(time_budget_s=1.5, min_runs=3, max_runs=40, ci_target=0.05, warmup=2)
+    adaptive = probe_module.parse_args(["m.onnx", *ProbeSettings.from_config(cfg, threads=2).argv()])
+    got = (adaptive.runs, adaptive.time_budget, adaptive.min_runs, adaptive.max_runs, adaptive.ci_target)
+    assert got == (None, 1.5, 3, 40, 0.05) and adaptive.warmup == 2
+
+
+# ------------------------------------------------------------------------------------- target and stage
+def test_local_target_registered_and_unknown_names_suggest():
+    assert "local" in TARGETS
+    with pytest.raises(InputError, match="did you mean 'local'"):
+        get_target("locl")
+
+
+def test_profile_model_threads_runs_and_memory(conv_onnx):
+    profiles = profile_model(conv_onnx, ProfileConfig(threads=[1, 0], **FAST))
+    assert [p.device["threads_requested"] for p in profiles] == [1, 0]
+    assert profiles[0].threads == 1
+    assert 1 <= profiles[1].threads <= os.cpu_count()  # 0 resolved to the pool ORT actually created
+    for p in profiles:
+        assert isinstance(p, Profile) and p.target == "local" and p.batch == 1
+        assert p.runs == FAST["runs"]
+        assert p.latency_ms.min <= p.latency_ms.p50 <= p.latency_ms.p90 <= p.latency_ms.p99
+        assert p.load_ms > 0 and p.peak_rss_mb > 0
+        m = p.device["measurement"]
+        assert p.peak_rss_mb == pytest.approx(m["peak_rss_total_mb"] - m["baseline_rss_mb"], abs=0.01)
+        json.dumps(to_dict(p), allow_nan=False)  # goes into report.json as is
+
+
+def test_peak_rss_is_not_inherited_from_a_large_parent(conv_onnx):
+    """ru_maxrss survives fork+exec on Linux; the probe must report its own address space only."""
+    ballast = np.ones(300 * 2**20 // 8)  # this test process now holds 300 MiB more than the probe needs
+    (profile,) = profile_model(conv_onnx, ProfileConfig(threads=[1], **FAST))
+    assert profile.device["measurement"]["peak_rss_total_mb"] < 250
+    del ballast
+
+
+def test_run_over_artifacts(conv_onnx):
+    out = run({"student": conv_onnx}, ProfileConfig(threads=[1], **FAST))
+    assert list(out) == ["student"] and len(out["student"]) == 1
+
+
+def test_not_onnx_is_input_error(tmp_path, conv_onnx):
+    text = tmp_path / "model.onnx"
+    text.write_text("this is not a model\n")
+    with pytest.raises(InputError, match="not a valid ONNX file"):
+        profile_model(text, ProfileConfig(**FAST))
+    with pytest.raises(InputError, match="model.onnx"):
+        run({"student": conv_onnx, "teacher": text}, ProfileConfig(**FAST))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("unknown_op", "com.example:Foo"),
+        ("bad_reshape", "cannot be reshaped"),
+        ("fixed_batch", "fixed batch of 1 but batch 2"),
+    ],
+)
+def test_probe_failure_is_runtime_error_with_message(tmp_path, kind, message):
+    """Files valid for onnx.checker that ORT cannot load, cannot run, or the probe cannot feed."""
+    path = tmp_path / f"{kind}.onnx"
+    batch = 1
+    if kind == "unknown_op":
+        save_model(
+            path, [helper.make_node("Foo", ["x"], ["y"], domain="com.example")], domains=["com.example"]
+        )
+    elif kind == "bad_reshape":
+        shape = numpy_helper.from_array(np.array([-1, 7], np.int64), "s")
+        save_model(path, [helper.make_node("Reshape", ["x", "s"], ["y"])], [shape], y_shape=("N", 7))
+    else:
+        nodes, inits = conv_nodes()
+        save_model(path, nodes, inits, x_shape=(1, 3, 16, 16), y_shape=(1, 8, 16, 16))
+        batch = 2
+    with pytest.raises(EdgekdError, match=message) as info:
+        profile_model(path, ProfileConfig(threads=[1], batch=batch, **FAST))
+    assert not isinstance(info.value, InputError)
+    assert "\n" not in str(info.value)
+
+
+def test_timeout_and_garbage_output_are_runtime_errors(conv_onnx):
+    with pytest.raises(EdgekdError, match="timed out"):
+        get_target("local").run_probe(conv_onnx, ProbeSettings(runs=3, timeout_s=0.001))
+    with pytest.raises(EdgekdError, match=r"failed \(killed by SIGKILL\): Killed"):
+        parse_probe_output("", "Traceback\nKilled\n", -9, where="local")
+    with pytest.raises(EdgekdError, match=r"failed \(exit code 1\): no output"):
+        parse_probe_output("not json\n", "", 1, where="local")
+
+
+def test_config_rejects_inverted_run_bounds():
+    with pytest.raises(ValidationError, match="min_runs"):
+        ProfileConfig(min_runs=50, max_runs=10)
