@@ -122,6 +122,133 @@ def train(recipe: Path, out_dir: Path, overrides: tuple[str, ...], resume: bool,
     )
 
 
+RECIPE_ARG = click.argument("recipe", type=click.Path(path_type=Path))
+OUT_OPT = click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+                       help="Run directory (created if missing).")
+SET_OPT = click.option("--set", "overrides", multiple=True, help=SET_HELP)
+JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+
+
+@cli.command()
+@RECIPE_ARG
+@OUT_OPT
+@SET_OPT
+@JSON_OPT
+@command
+def compress(recipe: Path, out_dir: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Run the whole pipeline: evaluate the teacher, prune, distill, export ONNX (+ parity), profile, report.
+
+    Writes OUT/{recipe.yaml, teacher.onnx, student.pt, student.onnx, report.json, report.md, report.html,
+    plots/, state/, edgekd.log}. Exit 3 when a deploy gate (e.g. ONNX parity) fails.
+    """
+    from edgekd.pipeline import compress as run_compress
+    from edgekd.report.view import headline
+
+    report = run_compress(_load(recipe, overrides), out_dir)
+    emit(report, as_json, lambda: click.echo(f"{headline(report)}\nreport: {out_dir / 'report.md'}"))
+
+
+@cli.command()
+@RECIPE_ARG
+@OUT_OPT
+@SET_OPT
+@JSON_OPT
+@command
+def prune(recipe: Path, out_dir: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Prune the teacher (section `prune`) and write the un-distilled student to OUT/student.pt."""
+    from edgekd.stages import prune_only
+
+    result = prune_only(_load(recipe, overrides), out_dir)
+    emit(result, as_json, lambda: click.echo(
+        f"pruned: MACs −{100 * result['macs_reduction']:.1f}%, params −{100 * result['params_reduction']:.1f}% "
+        f"→ {out_dir / 'student.pt'}"))
+
+
+@cli.command()
+@RECIPE_ARG
+@OUT_OPT
+@SET_OPT
+@click.option("--student", "student_path", type=click.Path(path_type=Path), callback=_existing_file,
+              help="Student to distill (default: OUT/student.pt, e.g. from `edgekd prune`).")
+@JSON_OPT
+@command
+def distill(recipe: Path, out_dir: Path, overrides: tuple[str, ...], student_path: Path | None,
+            as_json: bool) -> None:
+    """Distill a (pruned) student from the recipe's teacher (section `distill`); rewrites OUT/student.pt."""
+    from edgekd.stages import distill_only
+
+    result = distill_only(_load(recipe, overrides), out_dir, student_path)
+    emit(result, as_json, lambda: click.echo(f"distilled: {result['metrics']} → {out_dir / 'student.pt'}"))
+
+
+@cli.command()
+@click.argument("student", type=click.Path(path_type=Path), callback=_existing_file)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Where student.onnx goes (default: beside STUDENT).")
+@SET_OPT
+@click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling code from STUDENT (trusted files only).")
+@JSON_OPT
+@command
+def export(student: Path, out_dir: Path | None, overrides: tuple[str, ...], trust_checkpoint: bool,
+           as_json: bool) -> None:
+    """Export a student.pt to ONNX with the parity gate and ORT evaluation (recipe read from the file)."""
+    from edgekd.results import to_dict
+    from edgekd.stages import export_only
+
+    artifact = export_only(student, out_dir or student.parent, overrides, trust=trust_checkpoint)
+    emit(to_dict(artifact), as_json, lambda: click.echo(
+        f"{artifact.path}: parity max|Δ| {artifact.parity.max_abs_diff:.2e}, agreement "
+        f"{artifact.parity.agreement:.4f}; ORT metrics {artifact.metrics}"))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path), callback=_existing_file)
+@click.option("--threads", multiple=True, type=click.IntRange(min=0), help="Thread counts (0 = all cores; repeatable). Default: 1 and 0.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), help="Fixed number of timed runs (default: adapt to --time-budget).")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="Seconds of measuring per configuration when --runs is not given.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--target", "targets", multiple=True, default=("local",), show_default=True,
+              help="Where to run (registered target name; repeatable).")
+@JSON_OPT
+@command
+def profile(model: Path, threads: tuple[int, ...], batch: int, runs: int | None, time_budget: float, warmup: int,
+            targets: tuple[str, ...], as_json: bool) -> None:
+    """Measure latency and peak memory of any ONNX file with ONNX Runtime (fresh process per setting)."""
+    from edgekd.profile import run as run_profile
+    from edgekd.recipe.schema import ProfileConfig
+    from edgekd.results import to_dict
+
+    try:
+        cfg = ProfileConfig(targets=list(targets), threads=list(threads or (1, 0)), batch=batch, warmup=warmup,
+                            runs=runs, time_budget_s=time_budget)
+    except ValueError as exc:
+        raise InputError(f"profile: {exc}") from None
+    profiles = run_profile({model.name: model}, cfg)[model.name]
+
+    def human() -> None:
+        click.echo(f"{model}:")
+        for p in profiles:
+            lat = p.latency_ms
+            click.echo(f"  {p.target} threads={p.threads} batch={p.batch}: p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f}, "
+                       f"p99 {lat.p99:.3f}, first {lat.first:.2f}, load {p.load_ms:.1f} ms, "
+                       f"peak RSS +{p.peak_rss_mb:.1f} MiB ({p.runs} runs)")
+
+    emit([to_dict(p) for p in profiles], as_json, human)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@command
+def report(run_dir: Path) -> None:
+    """Regenerate report.md, report.html and plots/ from RUN_DIR/report.json."""
+    from edgekd.report import render
+
+    for path in render(run_dir):
+        click.echo(str(path))
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, default=True, hidden=True)
 @command

@@ -24,8 +24,21 @@ T = TypeVar("T")
 
 def did_you_mean(name: str, options: list[str] | tuple[str, ...]) -> str:
     """Return ``"; did you mean 'x'?"`` for the closest option, or ``""`` when nothing is close."""
-    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    close = difflib.get_close_matches(name, list(options), n=5, cutoff=0.6)
+    if not close:
+        return ""
+    # difflib breaks ties by reverse string order ('resnet21' → 'resnet32'); prefer the longer shared prefix.
+    best = max(close, key=lambda c: (round(difflib.SequenceMatcher(None, name, c).ratio(), 6), _prefix(name, c)))
+    return f"; did you mean '{best}'?"
+
+
+def _prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class UnknownNameError(InputError, KeyError):

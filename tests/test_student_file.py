@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -122,11 +123,18 @@ def test_file_is_plain_data(fmnist: DataBundle, tmp_path: Path) -> None:
     assert read_student_meta(tmp_path / "s.pt") == {"prune": {"macs_after": 1}}
 
 
-def test_meta_must_be_plain_data(fmnist: DataBundle, tmp_path: Path) -> None:
-    model = build_model(ModelSpec(name="resnet20"), 10, 1)
-    with pytest.raises(ValueError, match="meta must hold only"):
-        save_student(tmp_path / "s.pt", model, ModelSpec(name="resnet20"), 10, 1, meta={"path": tmp_path})
+def test_meta_must_be_plain_data(tmp_path: Path) -> None:
+    spec = ModelSpec(name="resnet20")
+    model = build_model(spec, 10, 1)
+    with pytest.raises(ValueError, match=r"meta.run.path is a PosixPath; meta holds only"):
+        save_student(tmp_path / "s.pt", model, spec, 10, 1, meta={"run": {"path": tmp_path}})
     assert not (tmp_path / "s.pt").exists()
+    # Scalar subclasses are stored as built-ins, so the file still loads with weights_only=True.
+    meta = {"acc": np.float64(0.5), "n": np.int64(3), "v": torch.__version__, "t": torch.ones(2), "p": (1, 2)}
+    save_student(tmp_path / "s.pt", model, spec, 10, 1, meta=meta)
+    stored = read_student_meta(tmp_path / "s.pt")
+    assert stored["acc"] == 0.5 and type(stored["acc"]) is float and type(stored["n"]) is int
+    assert type(stored["v"]) is str and torch.equal(stored["t"], torch.ones(2)) and stored["p"] == (1, 2)
 
 
 def test_prune_record_fits_in_meta(fmnist: DataBundle, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ def run(
         checkpoint: per-epoch checkpoint path (``state/distill-last.pt``) enabling ``resume``.
     """
     seed_everything(seed)
+    student.requires_grad_(True)  # the prune stage hands over a frozen copy
     objective = DistillObjective(student, teachers, cfg.losses, task, data.num_classes, data.example_input(2))
     try:
         options = FitOptions(

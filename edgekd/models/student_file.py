@@ -60,14 +60,14 @@ def save_student(
         spec: the spec its *unpruned* architecture was built from.
         num_classes: classes passed to the builder (the spec's own value wins, as in ``build_model``).
         in_channels: input channels passed to the builder.
-        meta: plain-data extras (pruning record, versions); tuples and nested dicts/lists are fine.
+        meta: plain-data extras (pruning record, versions): nested dicts (str keys), lists, tuples, scalars
+            and tensors. Scalar subclasses (numpy floats, str enums) are stored as their built-in value.
 
     Raises:
-        ValueError: ``meta`` (or a module attribute that must be saved) is not plain data.
+        ValueError: ``meta`` holds something that is not plain data (module attributes that are not plain,
+            such as enums or callables, are simply not recorded: torch-pruning never rewrites them).
     """
-    meta = dict(meta or {})
-    if not _is_plain(meta):
-        raise ValueError("save_student: meta must hold only str/int/float/bool/None, lists, tuples and dicts")
+    meta = _plain_meta(dict(meta or {}), "meta")
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -105,7 +105,7 @@ def load_student(path: str | os.PathLike, trust: bool = False) -> nn.Module:
             f"{p}: the student is built by '{spec.name}', which imports and runs that code; "
             "load it with trust=True only if you trust the file"
         )
-    from edgekd.models.build import build_model  # late: edgekd.models imports this package
+    from edgekd.models.build import build_model  # late: lets edgekd.models/__init__ import this module
 
     with torch.random.fork_rng(devices=[]):  # building draws random init; leave the caller's RNG alone
         model = build_model(spec, int(data["num_classes"]), int(data["in_channels"]))
@@ -151,6 +151,9 @@ def _read(p: Path) -> dict[str, Any]:
     missing = [key for key in _REQUIRED if key not in data]
     if missing:
         raise InputError(f"{p}: corrupt student file (missing {', '.join(missing)})")
+    malformed = [k for k in ("spec", "modules", "shapes", "state_dict") if not isinstance(data[k], dict)]
+    if malformed or not all(isinstance(v, torch.Tensor) for v in data["state_dict"].values()):
+        raise InputError(f"{p}: corrupt student file (malformed {', '.join(malformed) or 'state_dict'})")
     return data
 
 
@@ -170,6 +173,30 @@ def _is_plain(value: Any) -> bool:
     if type(value) is dict:
         return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
     return False
+
+
+def _plain_meta(value: Any, where: str) -> Any:
+    """``value`` with scalar subclasses (numpy scalars, str enums) turned into built-ins; else ValueError."""
+    if type(value) in _PLAIN_SCALARS:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    for base in (bool, int, float):  # bool first: it is an int
+        if isinstance(value, base):
+            return base(value)
+    if isinstance(value, str):
+        return str.__str__(value)  # the underlying text, even for enums that override __str__
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return _plain_meta(value.item(), where)
+    if isinstance(value, list | tuple):
+        items = [_plain_meta(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if type(value) is tuple else items  # named tuples become lists
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {str(k): _plain_meta(v, f"{where}.{k}") for k, v in value.items()}
+    raise ValueError(
+        f"save_student: {where} is a {type(value).__name__}; meta holds only str/int/float/bool/None, "
+        "lists, tuples, dicts with str keys and tensors"
+    )
 
 
 def _module_record(module: nn.Module) -> dict[str, Any]:

@@ -107,7 +107,8 @@ class _Pruner:
     def __init__(self, model: nn.Module, data: DataBundle, task: Task, cfg: PruneConfig, seed: int) -> None:
         self.model, self.task, self.cfg, self.seed = model, task, cfg, seed
         resolve_ignored(model, cfg.ignored_layers)  # fail fast on a typo, before any tracing
-        self.example = data.example_input()
+        self.device = next(model.parameters(), torch.empty(0)).device
+        self.example = data.example_input().to(self.device)
         reference = copy.deepcopy(model).eval()
         self.output_shape = self._output_shape(
             forward_or_explain(reference, self.example, "the model", _INPUT_HINT)
@@ -202,6 +203,7 @@ class _Pruner:
             param.requires_grad_(True)
         with torch.enable_grad():
             for images, targets in self.batches:
+                images, targets = images.to(self.device), targets.to(self.device)
                 loss = criterion(self.task.output_tensor(model(images)), targets) / len(self.batches)
                 loss.backward()
 

@@ -348,3 +348,8 @@ def _gates_summary(gates: list[dict[str, Any]]) -> str:
     if not failed:
         return f"All deploy gates passed ({len(gates)} of {len(gates)})."
     return f"{len(failed)} of {len(gates)} deploy gates FAILED: {', '.join(failed)}."
+
+
+def headline(report: dict[str, Any]) -> str:
+    """The report's headline as plain text lines (what ``edgekd compress`` prints when it finishes)."""
+    return "\n".join(_headline(report))

@@ -1,0 +1,94 @@
+"""Single stages as commands (``edgekd prune | distill | export``), chained through the run directory.
+
+``compress`` runs them all in one process; these let a user run, inspect and rerun one stage at a time. They
+communicate only through ``student.pt`` (whose metadata carries the resolved recipe) and ``state/<stage>.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekd.data import build_data
+from edgekd.engine.teacher import build_teacher
+from edgekd.engine.trainer import seed_everything
+from edgekd.errors import InputError
+from edgekd.io import RunLock, write_json, write_text
+from edgekd.pipeline import run_log, student_meta
+from edgekd.recipe import Recipe, apply_overrides, dump_recipe, recipe_from_dict
+from edgekd.results import Artifact, PruneResult, to_dict
+from edgekd.rundir import RunDir
+from edgekd.tasks import get_task
+
+
+def prune_only(recipe: Recipe, out: Path) -> dict[str, Any]:
+    """Prune the recipe's teacher and save the (not yet distilled) student to ``OUT/student.pt``."""
+    from edgekd import prune
+    from edgekd.models.student_file import save_student
+
+    run = RunDir(out).create()
+    with RunLock(run.root), run_log(run.log):
+        write_text(run.recipe, dump_recipe(recipe))
+        seed_everything(recipe.seed)
+        data = build_data(recipe.data)
+        teacher = build_teacher(recipe, data)
+        student, result = prune.run(teacher, data, get_task(recipe.task), recipe.prune, recipe.seed)
+        save_student(run.student_pt, student, recipe.teacher.model, data.num_classes, data.in_channels,
+                     meta=student_meta(recipe, result, None))
+        summary = {**to_dict(result), "macs_reduction": result.macs_reduction,
+                   "params_reduction": result.params_reduction}
+        write_json(run.stage_result("prune"), summary)
+        return summary
+
+
+def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) -> dict[str, Any]:
+    """Distill ``student_path`` (default ``OUT/student.pt``) from the recipe's teacher; rewrite ``OUT/student.pt``."""
+    from edgekd import distill
+    from edgekd.models.student_file import load_student, read_student_meta, save_student
+
+    run = RunDir(out).create()
+    source = student_path or run.student_pt
+    if not source.is_file():
+        raise InputError(f"{source}: no student to distill; run `edgekd prune` first or pass --student")
+    with RunLock(run.root), run_log(run.log):
+        meta = read_student_meta(source)
+        student = load_student(source)
+        data = build_data(recipe.data)
+        task = get_task(recipe.task)
+        teacher = build_teacher(recipe, data)
+        result = distill.run(student, [teacher], data, task, recipe.distill, recipe.data, recipe.seed,
+                             checkpoint=run.state / "distill-last.pt")
+        prune_record = meta.get("prune")
+        prune_result = _prune_result(prune_record) if prune_record else None
+        save_student(run.student_pt, student, recipe.teacher.model, data.num_classes, data.in_channels,
+                     meta=student_meta(recipe, prune_result, result))
+        summary = to_dict(result)
+        write_json(run.stage_result("distill"), summary)
+        return summary
+
+
+def export_only(student_path: Path, out: Path, overrides: tuple[str, ...] = (), trust: bool = False) -> Artifact:
+    """Export a ``student.pt`` to ``OUT/student.onnx``; data, task and export settings come from its metadata."""
+    from edgekd.export import export_onnx
+    from edgekd.models.student_file import load_student, read_student_meta
+
+    meta = read_student_meta(student_path)
+    if not isinstance(meta.get("recipe"), dict):
+        raise InputError(f"{student_path}: carries no recipe metadata; it was not written by edgekd compress/prune")
+    recipe = recipe_from_dict(apply_overrides(meta["recipe"], overrides), source=f"{student_path} (recipe)")
+    run = RunDir(out).create()
+    with RunLock(run.root), run_log(run.log):
+        student = load_student(student_path, trust=trust)
+        data = build_data(recipe.data)
+        artifact = export_onnx(student, data, get_task(recipe.task), recipe.export, run.student_onnx,
+                               name="student.onnx", metadata={"role": "student"})
+        write_json(run.stage_result("export"), to_dict(artifact))
+        return artifact
+
+
+def _prune_result(record: dict[str, Any]) -> PruneResult:
+    from edgekd.results import LayerChannels
+
+    fields = dict(record)
+    fields["layers"] = tuple(LayerChannels(**layer) for layer in record.get("layers", ()))
+    return PruneResult(**fields)

@@ -1,0 +1,161 @@
+"""End-to-end through the real entry point (``python -m edgekd``) on a Fashion-MNIST subset.
+
+One compress run (session fixture) is shared by the contract assertions, so the suite pays for it once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgekd.report import validate_report
+from tests.conftest import QUICKSTART, run_cli
+
+SMALL = (
+    "--set", "data.train_limit=2048", "--set", "data.eval_limit=1000", "--set", "distill.epochs=1",
+    "--set", "profile.threads=[1]", "--set", "profile.runs=30", "--set", "profile.warmup=2",
+    "--set", "export.parity_samples=128",
+)
+FINAL_ARTIFACTS = ("teacher.onnx", "student.onnx", "student.pt", "report.json", "report.md", "report.html")
+
+
+@pytest.fixture(scope="session")
+def compressed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "quick"
+    proc = run_cli("compress", str(QUICKSTART), "--out", str(out), *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_compress_writes_the_run_directory_contract(compressed):
+    out, _ = compressed
+    for name in (*FINAL_ARTIFACTS, "recipe.yaml", "edgekd.log"):
+        assert (out / name).is_file(), name
+    assert list((out / "plots").glob("*.png"))
+    assert not list(out.rglob("*.edgekd-tmp"))
+
+
+def test_report_has_every_contract_key_and_passes_validation(compressed):
+    out, _ = compressed
+    report = json.loads((out / "report.json").read_text())
+    validate_report(report)
+    for key in ("schema_version", "edgekd_version", "created", "task", "recipe", "environment", "models",
+                "compression", "artifacts", "gates", "stages"):
+        assert key in report
+    assert report["recipe"]["data"]["train_limit"] == 2048  # the resolved recipe, with overrides
+
+
+def test_macs_reduction_meets_target_within_one_point(compressed):
+    report = json.loads((compressed[0] / "report.json").read_text())
+    assert abs(report["compression"]["macs_reduction"] - 0.75) <= 0.01
+
+
+def test_parity_passed_and_ort_accuracy_matches_pytorch(compressed):
+    report = json.loads((compressed[0] / "report.json").read_text())
+    student = {a["name"]: a for a in report["artifacts"]}["student.onnx"]
+    assert student["parity"]["passed"] and student["parity"]["agreement"] >= 0.99
+    ort_acc = student["metrics"]["accuracy"]
+    torch_acc = report["models"]["student"]["metrics"]["accuracy"]
+    assert abs(ort_acc - torch_acc) <= 0.002
+
+
+def test_latency_figures_are_positive_and_ordered(compressed):
+    report = json.loads((compressed[0] / "report.json").read_text())
+    profiled = [a for a in report["artifacts"] if a["format"] == "onnx"]
+    assert {a["name"] for a in profiled} == {"teacher.onnx", "student.onnx"}
+    for artifact in profiled:
+        assert artifact["profiles"]
+        for p in artifact["profiles"]:
+            lat = p["latency_ms"]
+            assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+            assert p["runs"] == 30 and p["load_ms"] > 0
+
+
+def test_load_student_in_a_fresh_process_reproduces_outputs(compressed, tmp_path):
+    import torch
+
+    import edgekd
+
+    out = compressed[0]
+    x = torch.randn(4, 1, 28, 28)
+    torch.save(x, tmp_path / "x.pt")
+    expected = edgekd.load_student(out / "student.pt")(x)
+    code = (
+        "import sys, torch, edgekd; m = edgekd.load_student(sys.argv[1]); "
+        "x = torch.load(sys.argv[2]); torch.save(m(x), sys.argv[3])"
+    )
+    subprocess.run([sys.executable, "-c", code, str(out / "student.pt"), str(tmp_path / "x.pt"),
+                    str(tmp_path / "y.pt")], check=True, capture_output=True)
+    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
+
+
+def test_report_command_regenerates_human_reports(compressed):
+    out, _ = compressed
+    (out / "report.md").unlink()
+    proc = run_cli("report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "MACs" in (out / "report.md").read_text()
+
+
+def test_export_command_takes_a_student_pt(compressed, tmp_path):
+    proc = run_cli("export", str(compressed[0] / "student.pt"), "--out", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    artifact = json.loads(proc.stdout)
+    assert artifact["parity"]["passed"] and (tmp_path / "student.onnx").is_file()
+
+
+def test_profile_command_on_any_onnx(compressed):
+    proc = run_cli("profile", str(compressed[0] / "student.onnx"), "--threads", "1", "--runs", "10", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (profile,) = json.loads(proc.stdout)
+    assert profile["runs"] == 10 and profile["threads"] == 1
+
+
+# Bad input: exit 2, exactly one line on stderr, nothing left under a final name.
+def one_line_error(proc: subprocess.CompletedProcess, code: int = 2) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_bad_recipe_key_is_exit_2_one_line(tmp_path, write_recipe):
+    recipe = write_recipe("teacher: {model: {name: resnet20}}\nprune: {ratio: 0.5}\n")
+    line = one_line_error(run_cli("compress", str(recipe), "--out", str(tmp_path / "o")))
+    assert "prune.ratio" in line
+    assert not any((tmp_path / "o" / name).exists() for name in FINAL_ARTIFACTS)
+
+
+def test_missing_recipe_is_exit_2(tmp_path):
+    assert "not found" in one_line_error(run_cli("compress", str(tmp_path / "x.yaml"), "--out", str(tmp_path)))
+
+
+def test_profile_rejects_a_non_onnx_file(tmp_path):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_text("not a model")
+    assert "not a valid ONNX file" in one_line_error(run_cli("profile", str(bogus), "--runs", "1"))
+
+
+def test_checkpoint_mismatch_names_keys(tmp_path, write_recipe):
+    import torch
+
+    from edgekd.models import build_model
+    from edgekd.recipe.schema import ModelSpec
+
+    ckpt = tmp_path / "wrong.pt"
+    torch.save(build_model(ModelSpec(name="resnet32"), 10, 1).state_dict(), ckpt)
+    recipe = write_recipe(f"teacher: {{model: {{name: resnet20}}, checkpoint: {ckpt}}}\n")
+    line = one_line_error(run_cli("compress", str(recipe), "--out", str(tmp_path / "o")))
+    assert "does not match the model" in line and "unexpected" in line
+    assert not any((tmp_path / "o" / name).exists() for name in FINAL_ARTIFACTS)
+
+
+def test_version_and_help():
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and "edgekd" in proc.stdout
+    proc = run_cli("compress", "--help")
+    assert proc.returncode == 0 and "--set" in proc.stdout

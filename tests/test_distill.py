@@ -1,0 +1,82 @@
+"""Distillation losses (every registered one), the objective, and the shared training loop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from edgekd import distill
+from edgekd.distill import LOSSES, DistillObjective
+from edgekd.distill.hooks import FeatureHooks
+from edgekd.distill.losses.kd import soft_kl
+from edgekd.engine.trainer import FitOptions, fit
+from edgekd.errors import InputError
+from edgekd.models import build_model
+from edgekd.recipe.schema import DataConfig, DistillConfig, LossSpec, ModelSpec
+from edgekd.tasks import get_task
+
+TASK = get_task("classification")
+
+
+def tiny(width: int = 8, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ModelSpec(name="resnet20", args={"width": width}), 10, 1)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_gives_a_finite_scalar_with_student_gradients(name, small_data):
+    student, teacher = tiny(4), tiny(8, seed=1)
+    objective = DistillObjective(student, [teacher], [LossSpec(name=name)], TASK, 10, small_data.example_input(2))
+    images, targets = next(iter(small_data.train_loader(16, augment=False, seed=0)))
+    loss, terms = objective(images, targets)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss) and set(terms) == {name}
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    objective.close()
+
+
+def test_kd_is_zero_for_identical_logits_and_scales_with_t_squared():
+    logits = torch.randn(8, 10)
+    assert float(soft_kl(logits, logits.clone(), 4.0)) == pytest.approx(0.0, abs=1e-6)
+    s, t = torch.randn(8, 10), torch.randn(8, 10)
+    p_t = torch.softmax(t / 2.0, 1)
+    manual = (p_t * (p_t.log() - torch.log_softmax(s / 2.0, 1))).sum(1).mean() * 4.0
+    assert float(soft_kl(s, t, 2.0)) == pytest.approx(float(manual), rel=1e-5)
+
+
+def test_hook_names_are_validated_with_a_suggestion():
+    with pytest.raises(InputError, match="did you mean 'layer2'"):
+        FeatureHooks(tiny(), ["layer_2"])
+
+
+def test_distill_run_keeps_the_best_epoch_and_leaves_the_teacher_untouched(small_data):
+    teacher, student = tiny(8, seed=1), tiny(4)
+    before = copy.deepcopy(teacher.state_dict())
+    cfg = DistillConfig(epochs=2, lr=0.05)
+    result = distill.run(student, [teacher], small_data, TASK, cfg, DataConfig(batch_size=128), seed=0)
+    assert [h.epoch for h in result.history] == [1, 2]
+    best = max([result.history[0].metrics["accuracy"], result.history[1].metrics["accuracy"]])
+    assert result.metrics["accuracy"] >= best or result.best_epoch == 0
+    assert set(result.history[0].loss_terms) == {"ce", "kd"}
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_resumed_training_matches_an_uninterrupted_run(small_data, tmp_path):
+    """Kill-and-resume at an epoch boundary gives bit-identical weights on CPU (same seed, same threads)."""
+    criterion = TASK.criterion()
+
+    def train(epochs: int, checkpoint, resume: bool, model=None):
+        model = model or tiny(4)
+        opts = FitOptions(optim=DistillConfig(epochs=epochs, lr=0.05), batch_size=128, augment=True, seed=0,
+                          checkpoint=checkpoint, resume=resume)
+        fit(model, small_data, TASK, lambda x, y: (criterion(model(x), y), {}), opts)
+        return model
+
+    straight = train(2, tmp_path / "a.pt", False)
+    train(1, tmp_path / "b.pt", False)  # "killed" after epoch 1: only its checkpoint survives
+    resumed = train(2, tmp_path / "b.pt", True)
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(),
+                                                  strict=True))
