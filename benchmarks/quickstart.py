@@ -21,11 +21,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "quickstart")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    cmd = [sys.executable, "-m", "edgekd", "compress", str(REPO / "recipes" / "quickstart.yaml"), "--out", str(args.out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgekd",
+        "compress",
+        str(REPO / "recipes" / "quickstart.yaml"),
+        "--out",
+        str(args.out),
+    ]
     for item in args.overrides:
         cmd += ["--set", item]
     start = time.perf_counter()
@@ -38,25 +48,34 @@ def table(report: dict, wall: float) -> str:
     arts = {a["name"]: a for a in report["artifacts"]}
     teacher, student = report["models"]["teacher"], report["models"]["student"]
     t_onnx, s_onnx = arts["teacher.onnx"], arts["student.onnx"]
+    comp = report["compression"]
+    t_acc, s_acc = teacher["metrics"]["accuracy"], student["metrics"]["accuracy"]
+    macs_ratio = teacher["macs"] / student["macs"]
     rows = [
         "| | teacher | student | change |",
         "|---|---|---|---|",
-        f"| params | {teacher['params']:,} | {student['params']:,} | −{100 * report['compression']['params_reduction']:.1f}% |",
-        f"| MACs (batch 1) | {teacher['macs'] / 1e6:.2f} M | {student['macs'] / 1e6:.2f} M | −{100 * report['compression']['macs_reduction']:.1f}% |",
-        f"| accuracy, PyTorch | {100 * teacher['metrics']['accuracy']:.2f}% | {100 * student['metrics']['accuracy']:.2f}% | {100 * (student['metrics']['accuracy'] - teacher['metrics']['accuracy']):+.2f} pt |",
-        f"| accuracy, ONNX Runtime (shipped file) | {100 * t_onnx['metrics']['accuracy']:.2f}% | {100 * s_onnx['metrics']['accuracy']:.2f}% | {100 * report['compression']['metric_delta']['accuracy']:+.2f} pt |",
+        f"| params | {teacher['params']:,} | {student['params']:,} | −{100 * comp['params_reduction']:.1f}% |",
+        f"| MACs (batch 1) | {teacher['macs'] / 1e6:.2f} M | {student['macs'] / 1e6:.2f} M "
+        f"| −{100 * comp['macs_reduction']:.1f}% |",
+        f"| accuracy, PyTorch | {100 * t_acc:.2f}% | {100 * s_acc:.2f}% | {100 * (s_acc - t_acc):+.2f} pt |",
+        f"| accuracy, ONNX Runtime (shipped file) | {100 * t_onnx['metrics']['accuracy']:.2f}% "
+        f"| {100 * s_onnx['metrics']['accuracy']:.2f}% | {100 * comp['metric_delta']['accuracy']:+.2f} pt |",
         f"| ONNX size | {t_onnx['size_bytes'] / 1024:.0f} KiB | {s_onnx['size_bytes'] / 1024:.0f} KiB | |",
     ]
     by_threads = {(p["target"], p["threads"]): p for p in t_onnx["profiles"]}
     for p in s_onnx["profiles"]:
         t = by_threads.get((p["target"], p["threads"]))
         if t:
-            speed = t["latency_ms"]["p50"] / p["latency_ms"]["p50"]
+            t50, s50 = t["latency_ms"]["p50"], p["latency_ms"]["p50"]
             rows.append(
-                f"| latency p50, ORT {p['target']} {p['threads']} thread(s) | {t['latency_ms']['p50']:.3f} ms | "
-                f"{p['latency_ms']['p50']:.3f} ms | {speed:.2f}× faster (MACs ratio {teacher['macs'] / student['macs']:.2f}×) |"
+                f"| latency p50, ORT {p['target']}, {p['threads']} thread(s) | {t50:.3f} ms | {s50:.3f} ms "
+                f"| {t50 / s50:.2f}× faster (MACs ratio {macs_ratio:.2f}×) |"
             )
-    rows.append(f"| parity (student) | | max abs diff {s_onnx['parity']['max_abs_diff']:.1e}, agreement {s_onnx['parity']['agreement']:.4f} | |")
+    parity = s_onnx["parity"]
+    rows.append(
+        f"| parity (student.onnx vs PyTorch) | | max abs diff {parity['max_abs_diff']:.1e}, "
+        f"agreement {parity['agreement']:.4f} | |"
+    )
     stages = ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in report["stages"].items())
     env = report["environment"]
     return "\n".join(rows) + (

@@ -101,9 +101,11 @@ def cli() -> None:
     """
 
 
-@cli.command()
+@cli.command(short_help="Train a teacher from a recipe.")
 @click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Where teacher.pt goes.")
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Where teacher.pt goes."
+)
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("--resume", is_flag=True, help="Continue from out/state/train-last.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -115,21 +117,32 @@ def train(recipe: Path, out_dir: Path, overrides: tuple[str, ...], resume: bool,
 
     run = train_teacher(_load(recipe, overrides), out_dir, resume=resume)
     emit(
-        {"checkpoint": str(run.checkpoint), "sha256": run.sha256, "metrics": run.result.metrics,
-         "macs": run.macs, "params": run.params, "history": to_dict(run.result.history)},
+        {
+            "checkpoint": str(run.checkpoint),
+            "sha256": run.sha256,
+            "metrics": run.result.metrics,
+            "macs": run.macs,
+            "params": run.params,
+            "history": to_dict(run.result.history),
+        },
         as_json,
         lambda: click.echo(f"teacher: {run.checkpoint} metrics {run.result.metrics} sha256 {run.sha256}"),
     )
 
 
 RECIPE_ARG = click.argument("recipe", type=click.Path(path_type=Path))
-OUT_OPT = click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
-                       help="Run directory (created if missing).")
+OUT_OPT = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run directory (created if missing).",
+)
 SET_OPT = click.option("--set", "overrides", multiple=True, help=SET_HELP)
 JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
 
-@cli.command()
+@cli.command(short_help="Run the whole pipeline into a run directory.")
 @RECIPE_ARG
 @OUT_OPT
 @SET_OPT
@@ -148,7 +161,7 @@ def compress(recipe: Path, out_dir: Path, overrides: tuple[str, ...], as_json: b
     emit(report, as_json, lambda: click.echo(f"{headline(report)}\nreport: {out_dir / 'report.md'}"))
 
 
-@cli.command()
+@cli.command(short_help="Prune the teacher into OUT/student.pt.")
 @RECIPE_ARG
 @OUT_OPT
 @SET_OPT
@@ -159,21 +172,32 @@ def prune(recipe: Path, out_dir: Path, overrides: tuple[str, ...], as_json: bool
     from edgekd.stages import prune_only
 
     result = prune_only(_load(recipe, overrides), out_dir)
-    emit(result, as_json, lambda: click.echo(
-        f"pruned: MACs −{100 * result['macs_reduction']:.1f}%, params −{100 * result['params_reduction']:.1f}% "
-        f"→ {out_dir / 'student.pt'}"))
+    emit(
+        result,
+        as_json,
+        lambda: click.echo(
+            f"pruned: MACs −{100 * result['macs_reduction']:.1f}%, params −{100 * result['params_reduction']:.1f}% "
+            f"→ {out_dir / 'student.pt'}"
+        ),
+    )
 
 
-@cli.command()
+@cli.command(short_help="Distill a student from the teacher.")
 @RECIPE_ARG
 @OUT_OPT
 @SET_OPT
-@click.option("--student", "student_path", type=click.Path(path_type=Path), callback=_existing_file,
-              help="Student to distill (default: OUT/student.pt, e.g. from `edgekd prune`).")
+@click.option(
+    "--student",
+    "student_path",
+    type=click.Path(path_type=Path),
+    callback=_existing_file,
+    help="Student to distill (default: OUT/student.pt, e.g. from `edgekd prune`).",
+)
 @JSON_OPT
 @command
-def distill(recipe: Path, out_dir: Path, overrides: tuple[str, ...], student_path: Path | None,
-            as_json: bool) -> None:
+def distill(
+    recipe: Path, out_dir: Path, overrides: tuple[str, ...], student_path: Path | None, as_json: bool
+) -> None:
     """Distill a (pruned) student from the recipe's teacher (section `distill`); rewrites OUT/student.pt."""
     from edgekd.stages import distill_only
 
@@ -181,48 +205,92 @@ def distill(recipe: Path, out_dir: Path, overrides: tuple[str, ...], student_pat
     emit(result, as_json, lambda: click.echo(f"distilled: {result['metrics']} → {out_dir / 'student.pt'}"))
 
 
-@cli.command()
+@cli.command(short_help="Export a student.pt to ONNX (+ parity).")
 @click.argument("student", type=click.Path(path_type=Path), callback=_existing_file)
-@click.option("--out", "out_dir", type=click.Path(path_type=Path),
-              help="Where student.onnx goes (default: beside STUDENT).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Where student.onnx goes (default: beside STUDENT).",
+)
 @SET_OPT
-@click.option("--trust-checkpoint", is_flag=True, help="Allow unpickling code from STUDENT (trusted files only).")
+@click.option(
+    "--trust-checkpoint", is_flag=True, help="Allow unpickling code from STUDENT (trusted files only)."
+)
 @JSON_OPT
 @command
-def export(student: Path, out_dir: Path | None, overrides: tuple[str, ...], trust_checkpoint: bool,
-           as_json: bool) -> None:
+def export(
+    student: Path, out_dir: Path | None, overrides: tuple[str, ...], trust_checkpoint: bool, as_json: bool
+) -> None:
     """Export a student.pt to ONNX with the parity gate and ORT evaluation (recipe read from the file)."""
     from edgekd.results import to_dict
     from edgekd.stages import export_only
 
     artifact = export_only(student, out_dir or student.parent, overrides, trust=trust_checkpoint)
-    emit(to_dict(artifact), as_json, lambda: click.echo(
-        f"{artifact.path}: parity max|Δ| {artifact.parity.max_abs_diff:.2e}, agreement "
-        f"{artifact.parity.agreement:.4f}; ORT metrics {artifact.metrics}"))
+    emit(
+        to_dict(artifact),
+        as_json,
+        lambda: click.echo(
+            f"{artifact.path}: parity max|Δ| {artifact.parity.max_abs_diff:.2e}, agreement "
+            f"{artifact.parity.agreement:.4f}; ORT metrics {artifact.metrics}"
+        ),
+    )
 
 
-@cli.command()
+@cli.command(short_help="Latency and memory of any ONNX file.")
 @click.argument("model", type=click.Path(path_type=Path), callback=_existing_file)
-@click.option("--threads", multiple=True, type=click.IntRange(min=0), help="Thread counts (0 = all cores; repeatable). Default: 1 and 0.")
+@click.option(
+    "--threads",
+    multiple=True,
+    type=click.IntRange(min=0),
+    help="Thread counts (0 = all cores; repeatable). Default: 1 and 0.",
+)
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--runs", type=click.IntRange(min=1), help="Fixed number of timed runs (default: adapt to --time-budget).")
-@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
-              help="Seconds of measuring per configuration when --runs is not given.")
+@click.option(
+    "--runs", type=click.IntRange(min=1), help="Fixed number of timed runs (default: adapt to --time-budget)."
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="Seconds of measuring per configuration when --runs is not given.",
+)
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--target", "targets", multiple=True, default=("local",), show_default=True,
-              help="Where to run (registered target name; repeatable).")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    default=("local",),
+    show_default=True,
+    help="Where to run (registered target name; repeatable).",
+)
 @JSON_OPT
 @command
-def profile(model: Path, threads: tuple[int, ...], batch: int, runs: int | None, time_budget: float, warmup: int,
-            targets: tuple[str, ...], as_json: bool) -> None:
+def profile(
+    model: Path,
+    threads: tuple[int, ...],
+    batch: int,
+    runs: int | None,
+    time_budget: float,
+    warmup: int,
+    targets: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Measure latency and peak memory of any ONNX file with ONNX Runtime (fresh process per setting)."""
     from edgekd.profile import run as run_profile
     from edgekd.recipe.schema import ProfileConfig
     from edgekd.results import to_dict
 
     try:
-        cfg = ProfileConfig(targets=list(targets), threads=list(threads or (1, 0)), batch=batch, warmup=warmup,
-                            runs=runs, time_budget_s=time_budget)
+        cfg = ProfileConfig(
+            targets=list(targets),
+            threads=list(threads or (1, 0)),
+            batch=batch,
+            warmup=warmup,
+            runs=runs,
+            time_budget_s=time_budget,
+        )
     except ValueError as exc:
         raise InputError(f"profile: {exc}") from None
     profiles = run_profile({model.name: model}, cfg)[model.name]
@@ -231,14 +299,16 @@ def profile(model: Path, threads: tuple[int, ...], batch: int, runs: int | None,
         click.echo(f"{model}:")
         for p in profiles:
             lat = p.latency_ms
-            click.echo(f"  {p.target} threads={p.threads} batch={p.batch}: p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f}, "
-                       f"p99 {lat.p99:.3f}, first {lat.first:.2f}, load {p.load_ms:.1f} ms, "
-                       f"peak RSS +{p.peak_rss_mb:.1f} MiB ({p.runs} runs)")
+            click.echo(
+                f"  {p.target} threads={p.threads} batch={p.batch}: p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f}, "
+                f"p99 {lat.p99:.3f}, first {lat.first:.2f}, load {p.load_ms:.1f} ms, "
+                f"peak RSS +{p.peak_rss_mb:.1f} MiB ({p.runs} runs)"
+            )
 
     emit([to_dict(p) for p in profiles], as_json, human)
 
 
-@cli.command()
+@cli.command(short_help="Regenerate the human reports of a run.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @command
 def report(run_dir: Path) -> None:
@@ -249,7 +319,7 @@ def report(run_dir: Path) -> None:
         click.echo(str(path))
 
 
-@cli.command()
+@cli.command(short_help="Print the recipe JSON Schema.")
 @click.option("--json", "as_json", is_flag=True, default=True, hidden=True)
 @command
 def schema(as_json: bool) -> None:
@@ -260,7 +330,18 @@ def schema(as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="edgekd")
+    """Entry point. Usage errors (bad option, missing argument) are one line and exit 2, like bad input."""
+    try:
+        cli.main(prog_name="edgekd", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("edgekd: interrupted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see 'edgekd {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "edgekd" else ""
+        click.echo(f"edgekd: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
 
 
 __all__ = ["cli", "main", "InputError"]

@@ -44,7 +44,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
-            raise EdgekdError(f"disk full while writing {final}; free space and rerun (nothing was written)") from exc
+            raise EdgekdError(
+                f"disk full while writing {final}; free space and rerun (nothing was written)"
+            ) from exc
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -90,8 +90,13 @@ def student_meta(recipe: Recipe, prune: PruneResult | None, distill: TrainResult
 
 def pt_artifact(path: Path, metrics: dict[str, float]) -> Artifact:
     return Artifact(
-        name="student.pt", path=path.name, format="pt", precision="fp32",
-        sha256=sha256_file(path), size_bytes=path.stat().st_size, metrics=metrics,
+        name="student.pt",
+        path=path.name,
+        format="pt",
+        precision="fp32",
+        sha256=sha256_file(path),
+        size_bytes=path.stat().st_size,
+        metrics=metrics,
     )
 
 
@@ -122,41 +127,85 @@ def compress(recipe: Recipe, out: Path) -> dict[str, Any]:
         with clock.stage("teacher"):
             teacher = build_teacher(recipe, data)
             teacher_summary = summarize(teacher, data, task, eval_bs)
-            log.info("teacher: %s, %.2f MMAC, %d params", _fmt(teacher_summary.metrics),
-                     teacher_summary.macs / 1e6, teacher_summary.params)
+            log.info(
+                "teacher: %s, %.2f MMAC, %d params",
+                _fmt(teacher_summary.metrics),
+                teacher_summary.macs / 1e6,
+                teacher_summary.params,
+            )
         with clock.stage("prune"):
             student, prune_result = prune.run(teacher, data, task, recipe.prune, recipe.seed)
-            log.info("pruned: MACs −%.1f%%, params −%.1f%%", 100 * prune_result.macs_reduction,
-                     100 * prune_result.params_reduction)
+            log.info(
+                "pruned: MACs −%.1f%%, params −%.1f%%",
+                100 * prune_result.macs_reduction,
+                100 * prune_result.params_reduction,
+            )
         with clock.stage("distill") as info:
             distill_result = distill.run(
-                student, [teacher], data, task, recipe.distill, recipe.data, recipe.seed,
+                student,
+                [teacher],
+                data,
+                task,
+                recipe.distill,
+                recipe.data,
+                recipe.seed,
                 checkpoint=run.state / "distill-last.pt",
             )
             info.update(epochs=distill_result.epochs, best_epoch=distill_result.best_epoch)
-            save_student(run.student_pt, student, recipe.teacher.model, data.num_classes, data.in_channels,
-                         meta=student_meta(recipe, prune_result, distill_result))
+            save_student(
+                run.student_pt,
+                student,
+                recipe.teacher.model,
+                data.num_classes,
+                data.in_channels,
+                meta=student_meta(recipe, prune_result, distill_result),
+            )
             student_summary = summarize(student, data, task, eval_bs)
         with clock.stage("export"):
             artifacts = [
-                export.export_onnx(teacher, data, task, recipe.export, run.teacher_onnx,
-                                   name="teacher.onnx", metadata={"role": "teacher"}),
-                export.export_onnx(student, data, task, recipe.export, run.student_onnx,
-                                   name="student.onnx", metadata={"role": "student"}),
+                export.export_onnx(
+                    teacher,
+                    data,
+                    task,
+                    recipe.export,
+                    run.teacher_onnx,
+                    name="teacher.onnx",
+                    metadata={"role": "teacher"},
+                ),
+                export.export_onnx(
+                    student,
+                    data,
+                    task,
+                    recipe.export,
+                    run.student_onnx,
+                    name="student.onnx",
+                    metadata={"role": "student"},
+                ),
             ]
         with clock.stage("profile"):
             profiles = profile.run({a.name: run.root / a.path for a in artifacts}, recipe.profile)
             artifacts = [dataclasses.replace(a, profiles=tuple(profiles.get(a.name, ()))) for a in artifacts]
         artifacts.append(pt_artifact(run.student_pt, student_summary.metrics))
         gates = [
-            Gate(name=f"parity:{a.name}", value=a.parity.max_abs_diff, limit=recipe.export.parity_atol,
-                 passed=a.parity.passed)
-            for a in artifacts if a.parity is not None
+            Gate(
+                name=f"parity:{a.name}",
+                value=a.parity.max_abs_diff,
+                limit=recipe.export.parity_atol,
+                passed=a.parity.passed,
+            )
+            for a in artifacts
+            if a.parity is not None
         ]
         report = build_report(
-            recipe=recipe.to_yaml_dict(), task=recipe.task, teacher=teacher_summary,
-            student=student_summary, prune=prune_result, distill=distill_result,
-            artifacts=artifacts, gates=gates, stages=clock.stages,
+            recipe=recipe.to_yaml_dict(),
+            task=recipe.task,
+            teacher=teacher_summary,
+            student=student_summary,
+            prune=prune_result,
+            distill=distill_result,
+            artifacts=artifacts,
+            gates=gates,
+            stages=clock.stages,
         )
         write_reports(run.root, report, recipe.report.formats)
         log.info("done: %s", run.report_md if "md" in recipe.report.formats else run.report_json)

@@ -28,7 +28,9 @@ def did_you_mean(name: str, options: list[str] | tuple[str, ...]) -> str:
     if not close:
         return ""
     # difflib breaks ties by reverse string order ('resnet21' → 'resnet32'); prefer the longer shared prefix.
-    best = max(close, key=lambda c: (round(difflib.SequenceMatcher(None, name, c).ratio(), 6), _prefix(name, c)))
+    best = max(
+        close, key=lambda c: (round(difflib.SequenceMatcher(None, name, c).ratio(), 6), _prefix(name, c))
+    )
     return f"; did you mean '{best}'?"
 
 

@@ -33,10 +33,19 @@ def prune_only(recipe: Recipe, out: Path) -> dict[str, Any]:
         data = build_data(recipe.data)
         teacher = build_teacher(recipe, data)
         student, result = prune.run(teacher, data, get_task(recipe.task), recipe.prune, recipe.seed)
-        save_student(run.student_pt, student, recipe.teacher.model, data.num_classes, data.in_channels,
-                     meta=student_meta(recipe, result, None))
-        summary = {**to_dict(result), "macs_reduction": result.macs_reduction,
-                   "params_reduction": result.params_reduction}
+        save_student(
+            run.student_pt,
+            student,
+            recipe.teacher.model,
+            data.num_classes,
+            data.in_channels,
+            meta=student_meta(recipe, result, None),
+        )
+        summary = {
+            **to_dict(result),
+            "macs_reduction": result.macs_reduction,
+            "params_reduction": result.params_reduction,
+        }
         write_json(run.stage_result("prune"), summary)
         return summary
 
@@ -52,36 +61,65 @@ def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) ->
         raise InputError(f"{source}: no student to distill; run `edgekd prune` first or pass --student")
     with RunLock(run.root), run_log(run.log):
         meta = read_student_meta(source)
-        student = load_student(source)
+        # A `package.module:factory` student runs code to rebuild; the recipe naming that same spec is the opt-in.
+        same_spec = meta.get("recipe", {}).get("teacher", {}).get("model") == recipe.teacher.model.model_dump(
+            mode="json"
+        )
+        student = load_student(source, trust=same_spec)
         data = build_data(recipe.data)
         task = get_task(recipe.task)
         teacher = build_teacher(recipe, data)
-        result = distill.run(student, [teacher], data, task, recipe.distill, recipe.data, recipe.seed,
-                             checkpoint=run.state / "distill-last.pt")
+        result = distill.run(
+            student,
+            [teacher],
+            data,
+            task,
+            recipe.distill,
+            recipe.data,
+            recipe.seed,
+            checkpoint=run.state / "distill-last.pt",
+        )
         prune_record = meta.get("prune")
         prune_result = _prune_result(prune_record) if prune_record else None
-        save_student(run.student_pt, student, recipe.teacher.model, data.num_classes, data.in_channels,
-                     meta=student_meta(recipe, prune_result, result))
+        save_student(
+            run.student_pt,
+            student,
+            recipe.teacher.model,
+            data.num_classes,
+            data.in_channels,
+            meta=student_meta(recipe, prune_result, result),
+        )
         summary = to_dict(result)
         write_json(run.stage_result("distill"), summary)
         return summary
 
 
-def export_only(student_path: Path, out: Path, overrides: tuple[str, ...] = (), trust: bool = False) -> Artifact:
+def export_only(
+    student_path: Path, out: Path, overrides: tuple[str, ...] = (), trust: bool = False
+) -> Artifact:
     """Export a ``student.pt`` to ``OUT/student.onnx``; data, task and export settings come from its metadata."""
     from edgekd.export import export_onnx
     from edgekd.models.student_file import load_student, read_student_meta
 
     meta = read_student_meta(student_path)
     if not isinstance(meta.get("recipe"), dict):
-        raise InputError(f"{student_path}: carries no recipe metadata; it was not written by edgekd compress/prune")
+        raise InputError(
+            f"{student_path}: carries no recipe metadata; it was not written by edgekd compress/prune"
+        )
     recipe = recipe_from_dict(apply_overrides(meta["recipe"], overrides), source=f"{student_path} (recipe)")
     run = RunDir(out).create()
     with RunLock(run.root), run_log(run.log):
         student = load_student(student_path, trust=trust)
         data = build_data(recipe.data)
-        artifact = export_onnx(student, data, get_task(recipe.task), recipe.export, run.student_onnx,
-                               name="student.onnx", metadata={"role": "student"})
+        artifact = export_onnx(
+            student,
+            data,
+            get_task(recipe.task),
+            recipe.export,
+            run.student_onnx,
+            name="student.onnx",
+            metadata={"role": "student"},
+        )
         write_json(run.stage_result("export"), to_dict(artifact))
         return artifact
 

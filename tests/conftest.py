@@ -18,8 +18,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900) -> subpro
     """Run ``python -m edgekd ARGS`` in a fresh process, as a user would."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "edgekd", *args], capture_output=True, text=True, cwd=cwd or REPO,
-        timeout=timeout, env=env,
+        [sys.executable, "-m", "edgekd", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=timeout,
+        env=env,
     )
 
 

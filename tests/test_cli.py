@@ -15,9 +15,20 @@ from edgekd.report import validate_report
 from tests.conftest import QUICKSTART, run_cli
 
 SMALL = (
-    "--set", "data.train_limit=2048", "--set", "data.eval_limit=1000", "--set", "distill.epochs=1",
-    "--set", "profile.threads=[1]", "--set", "profile.runs=30", "--set", "profile.warmup=2",
-    "--set", "export.parity_samples=128",
+    "--set",
+    "data.train_limit=2048",
+    "--set",
+    "data.eval_limit=1000",
+    "--set",
+    "distill.epochs=1",
+    "--set",
+    "profile.threads=[1]",
+    "--set",
+    "profile.runs=30",
+    "--set",
+    "profile.warmup=2",
+    "--set",
+    "export.parity_samples=128",
 )
 FINAL_ARTIFACTS = ("teacher.onnx", "student.onnx", "student.pt", "report.json", "report.md", "report.html")
 
@@ -42,8 +53,19 @@ def test_report_has_every_contract_key_and_passes_validation(compressed):
     out, _ = compressed
     report = json.loads((out / "report.json").read_text())
     validate_report(report)
-    for key in ("schema_version", "edgekd_version", "created", "task", "recipe", "environment", "models",
-                "compression", "artifacts", "gates", "stages"):
+    for key in (
+        "schema_version",
+        "edgekd_version",
+        "created",
+        "task",
+        "recipe",
+        "environment",
+        "models",
+        "compression",
+        "artifacts",
+        "gates",
+        "stages",
+    ):
         assert key in report
     assert report["recipe"]["data"]["train_limit"] == 2048  # the resolved recipe, with overrides
 
@@ -87,8 +109,11 @@ def test_load_student_in_a_fresh_process_reproduces_outputs(compressed, tmp_path
         "import sys, torch, edgekd; m = edgekd.load_student(sys.argv[1]); "
         "x = torch.load(sys.argv[2]); torch.save(m(x), sys.argv[3])"
     )
-    subprocess.run([sys.executable, "-c", code, str(out / "student.pt"), str(tmp_path / "x.pt"),
-                    str(tmp_path / "y.pt")], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", code, str(out / "student.pt"), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        check=True,
+        capture_output=True,
+    )
     assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
 
 
@@ -131,7 +156,9 @@ def test_bad_recipe_key_is_exit_2_one_line(tmp_path, write_recipe):
 
 
 def test_missing_recipe_is_exit_2(tmp_path):
-    assert "not found" in one_line_error(run_cli("compress", str(tmp_path / "x.yaml"), "--out", str(tmp_path)))
+    assert "not found" in one_line_error(
+        run_cli("compress", str(tmp_path / "x.yaml"), "--out", str(tmp_path))
+    )
 
 
 def test_profile_rejects_a_non_onnx_file(tmp_path):

@@ -28,7 +28,9 @@ def tiny(width: int = 8, seed: int = 0) -> torch.nn.Module:
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_every_loss_gives_a_finite_scalar_with_student_gradients(name, small_data):
     student, teacher = tiny(4), tiny(8, seed=1)
-    objective = DistillObjective(student, [teacher], [LossSpec(name=name)], TASK, 10, small_data.example_input(2))
+    objective = DistillObjective(
+        student, [teacher], [LossSpec(name=name)], TASK, 10, small_data.example_input(2)
+    )
     images, targets = next(iter(small_data.train_loader(16, augment=False, seed=0)))
     loss, terms = objective(images, targets)
     loss.backward()
@@ -70,13 +72,21 @@ def test_resumed_training_matches_an_uninterrupted_run(small_data, tmp_path):
 
     def train(epochs: int, checkpoint, resume: bool, model=None):
         model = model or tiny(4)
-        opts = FitOptions(optim=DistillConfig(epochs=epochs, lr=0.05), batch_size=128, augment=True, seed=0,
-                          checkpoint=checkpoint, resume=resume)
+        opts = FitOptions(
+            optim=DistillConfig(epochs=epochs, lr=0.05),
+            batch_size=128,
+            augment=True,
+            seed=0,
+            checkpoint=checkpoint,
+            resume=resume,
+        )
         fit(model, small_data, TASK, lambda x, y: (criterion(model(x), y), {}), opts)
         return model
 
     straight = train(2, tmp_path / "a.pt", False)
     train(1, tmp_path / "b.pt", False)  # "killed" after epoch 1: only its checkpoint survives
     resumed = train(2, tmp_path / "b.pt", True)
-    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(),
-                                                  strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True)
+    )

@@ -36,7 +36,10 @@ def test_nan_is_refused_as_invalid_json(tmp_path):
 
 
 def test_second_run_on_the_same_directory_is_refused_naming_the_holder(tmp_path):
-    code = f"from edgekd.io import RunLock; import time\nwith RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(30)"
+    code = (
+        "from edgekd.io import RunLock; import time\n"
+        f"with RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(30)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

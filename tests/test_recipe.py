@@ -74,7 +74,12 @@ def test_missing_recipe_file(tmp_path):
 def test_overrides_rightmost_wins_and_index_lists():
     recipe = load_recipe(
         QUICKSTART,
-        ["prune.reduction=0.5", "prune.reduction=0.6", "distill.losses.1.temperature=2", "profile.threads=[2]"],
+        [
+            "prune.reduction=0.5",
+            "prune.reduction=0.6",
+            "distill.losses.1.temperature=2",
+            "profile.threads=[2]",
+        ],
     )
     assert recipe.prune.reduction == 0.6
     assert recipe.distill.losses[1].params["temperature"] == 2
@@ -95,8 +100,14 @@ def test_resolved_recipe_round_trips():
 
 # Property-based: arbitrary YAML-ish input and overrides never escape as anything but a Recipe or InputError.
 yaml_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=False, width=32) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False, width=32)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=10,
 )
 keys = st.sampled_from(["task", "seed", "data", "teacher", "prune", "distill", "export", "profile", "report"])

@@ -47,7 +47,11 @@ class TensorSplit:
         return len(self.images)
 
     def head(self, limit: int | None) -> TensorSplit:
-        return self if limit is None or limit >= len(self) else TensorSplit(self.images[:limit], self.targets[:limit])
+        return (
+            self
+            if limit is None or limit >= len(self)
+            else TensorSplit(self.images[:limit], self.targets[:limit])
+        )
 
 
 class TensorLoader:
@@ -136,7 +140,9 @@ class DataBundle:
         return int(self.train.images.shape[2]), int(self.train.images.shape[3])
 
     def train_loader(self, batch_size: int, augment: bool, seed: int, shuffle: bool = True) -> TensorLoader:
-        return TensorLoader(self.train, self.preprocessing, batch_size, shuffle=shuffle, augment=augment, seed=seed)
+        return TensorLoader(
+            self.train, self.preprocessing, batch_size, shuffle=shuffle, augment=augment, seed=seed
+        )
 
     def eval_loader(self, batch_size: int) -> TensorLoader:
         return TensorLoader(self.eval, self.preprocessing, batch_size)

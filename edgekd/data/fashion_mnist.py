@@ -38,7 +38,16 @@ FILES = {
 MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 # Training-set statistics of Fashion-MNIST pixels scaled to [0, 1].
 PREPROCESSING = Preprocessing(mean=(0.2860,), std=(0.3530,))
@@ -103,7 +112,9 @@ def download(target: Path) -> Path:
             except (OSError, EdgekdError) as exc:
                 last_error = exc
         else:
-            raise EdgekdError(f"could not download Fashion-MNIST ({last_error}); install dataset-fashion-mnist")
+            raise EdgekdError(
+                f"could not download Fashion-MNIST ({last_error}); install dataset-fashion-mnist"
+            )
     return target
 
 

@@ -11,6 +11,13 @@ from edgekd.distill.params import parse_loss_params, validate_loss_params
 from edgekd.distill.stage import run
 
 __all__ = [
-    "LOSSES", "DistillBatch", "DistillLoss", "DistillObjective", "LossContext", "LossParams",
-    "parse_loss_params", "run", "validate_loss_params",
+    "LOSSES",
+    "DistillBatch",
+    "DistillLoss",
+    "DistillObjective",
+    "LossContext",
+    "LossParams",
+    "parse_loss_params",
+    "run",
+    "validate_loss_params",
 ]

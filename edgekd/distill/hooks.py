@@ -33,7 +33,9 @@ class FeatureHooks:
     def _store(self, name: str):  # noqa: ANN202
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if not isinstance(output, torch.Tensor):
-                raise InputError(f"module '{name}' returns {type(output).__name__}; hook a module returning a tensor")
+                raise InputError(
+                    f"module '{name}' returns {type(output).__name__}; hook a module returning a tensor"
+                )
             self.features[name] = output
 
         return hook

@@ -63,9 +63,13 @@ class DistillObjective(nn.Module):
             task=task,
             num_classes=num_classes,
             student_shapes={k: v.shape for k, v in self.student_hooks.features.items()},
-            teacher_shapes={k: v.shape for k, v in self.teacher_hooks[0].features.items()} if teachers else {},
+            teacher_shapes={k: v.shape for k, v in self.teacher_hooks[0].features.items()}
+            if teachers
+            else {},
         )
-        self.losses = nn.ModuleDict({spec.name: LOSSES.get(spec.name)(params[spec.name], ctx) for spec in specs})
+        self.losses = nn.ModuleDict(
+            {spec.name: LOSSES.get(spec.name)(params[spec.name], ctx) for spec in specs}
+        )
         self.epoch = 0
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -91,6 +91,11 @@ def train_teacher(recipe: Recipe, out_dir: Path, resume: bool = False) -> Teache
             "recipe": recipe.to_yaml_dict(),
         },
     )
-    log.info("teacher: %s %.4f, wrote %s (sha256 %s)", task.primary_metric,
-             result.metrics[task.primary_metric], checkpoint, digest[:12])
+    log.info(
+        "teacher: %s %.4f, wrote %s (sha256 %s)",
+        task.primary_metric,
+        result.metrics[task.primary_metric],
+        checkpoint,
+        digest[:12],
+    )
     return TeacherRun(checkpoint, digest, result, cost.macs, cost.params)

@@ -59,7 +59,9 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.o
     params = [p for p in params if p.requires_grad]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+    )
 
 
 def build_scheduler(
@@ -162,13 +164,27 @@ def fit(
             best_metrics, best_state, best_epoch = metrics, copy.deepcopy(model.state_dict()), epoch
         log.info(
             "%s epoch %d: loss %.4f %s %.4f (best %.4f @ %d) %.1fs",
-            options.desc, epoch, entry.train_loss, task.primary_metric, primary,
-            best_metrics[task.primary_metric], best_epoch, entry.seconds,
+            options.desc,
+            epoch,
+            entry.train_loss,
+            task.primary_metric,
+            primary,
+            best_metrics[task.primary_metric],
+            best_epoch,
+            entry.seconds,
         )
         if options.checkpoint is not None:
             _save_checkpoint(
-                options.checkpoint, model, extra_modules, optimizer, scheduler, epoch,
-                best_state, best_metrics, best_epoch, history,
+                options.checkpoint,
+                model,
+                extra_modules,
+                optimizer,
+                scheduler,
+                epoch,
+                best_state,
+                best_metrics,
+                best_epoch,
+                history,
             )
 
     model.load_state_dict(best_state)
@@ -183,9 +199,16 @@ def fit(
 
 
 def _save_checkpoint(
-    path: Path, model: nn.Module, extra: nn.Module | None, optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int, best_state: dict, best_metrics: dict,
-    best_epoch: int, history: list[EpochLog],
+    path: Path,
+    model: nn.Module,
+    extra: nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    best_state: dict,
+    best_metrics: dict,
+    best_epoch: int,
+    history: list[EpochLog],
 ) -> None:
     from edgekd.results import to_dict
 

@@ -30,7 +30,9 @@ def check_model_name(name: str, where: str = "model.name") -> None:
         tv_name = name.split(":", 1)[1]
         available = torchvision.models.list_models()
         if tv_name not in available:
-            raise InputError(f"{where}: torchvision has no model '{tv_name}'{did_you_mean(tv_name, available)}")
+            raise InputError(
+                f"{where}: torchvision has no model '{tv_name}'{did_you_mean(tv_name, available)}"
+            )
     elif ":" in name:
         if not _FACTORY.match(name):
             raise InputError(f"{where}: '{name}' is not of the form package.module:factory")
@@ -70,8 +72,15 @@ def adapt_input_channels(model: nn.Module, in_channels: int) -> None:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             new = nn.Conv2d(
-                in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                module.dilation, 1, module.bias is not None, module.padding_mode,
+                in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                1,
+                module.bias is not None,
+                module.padding_mode,
             )
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)

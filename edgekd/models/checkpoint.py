@@ -50,7 +50,9 @@ def extract_state_dict(obj: dict[str, Any], source: str = "checkpoint") -> dict[
             break
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise InputError(f"{source}: no tensors found (expected a state dict, or one under 'state_dict'/'model')")
+        raise InputError(
+            f"{source}: no tensors found (expected a state dict, or one under 'state_dict'/'model')"
+        )
     if all(k.startswith("module.") for k in tensors):
         tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
     return tensors

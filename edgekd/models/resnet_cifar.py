@@ -70,7 +70,9 @@ class CifarResNet(nn.Module):
 
 
 @MODELS.register("resnet_cifar")
-def resnet_cifar(num_classes: int = 10, in_channels: int = 3, depth: int = 20, width: int = 16) -> CifarResNet:
+def resnet_cifar(
+    num_classes: int = 10, in_channels: int = 3, depth: int = 20, width: int = 16
+) -> CifarResNet:
     return CifarResNet(depth, width, num_classes, in_channels)
 
 

@@ -17,7 +17,21 @@ from edgekd.recipe.schema import (
 )
 
 __all__ = [
-    "DataConfig", "DistillConfig", "ExportConfig", "LossSpec", "ModelSpec", "OptimConfig", "ProfileConfig",
-    "PruneConfig", "Recipe", "ReportConfig", "TeacherConfig", "TrainConfig",
-    "apply_overrides", "dump_recipe", "load_recipe", "parse_yaml", "recipe_from_dict",
+    "DataConfig",
+    "DistillConfig",
+    "ExportConfig",
+    "LossSpec",
+    "ModelSpec",
+    "OptimConfig",
+    "ProfileConfig",
+    "PruneConfig",
+    "Recipe",
+    "ReportConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump_recipe",
+    "load_recipe",
+    "parse_yaml",
+    "recipe_from_dict",
 ]

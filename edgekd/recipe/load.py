@@ -197,4 +197,12 @@ def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.to_yaml_dict(), sort_keys=False)
 
 
-__all__ = ["LossSpec", "Recipe", "apply_overrides", "dump_recipe", "load_recipe", "parse_yaml", "recipe_from_dict"]
+__all__ = [
+    "LossSpec",
+    "Recipe",
+    "apply_overrides",
+    "dump_recipe",
+    "load_recipe",
+    "parse_yaml",
+    "recipe_from_dict",
+]

@@ -33,7 +33,9 @@ class DataConfig(Section):
     download: bool = Field(False, description="Download (with checksum verification) when not found locally.")
     train_limit: int | None = Field(None, ge=1, description="Use only the first N training samples.")
     eval_limit: int | None = Field(None, ge=1, description="Use only the first N evaluation samples.")
-    augment: bool = Field(True, description="Standard training augmentation (random crop with padding, flip).")
+    augment: bool = Field(
+        True, description="Standard training augmentation (random crop with padding, flip)."
+    )
     batch_size: int = Field(128, ge=1, description="Training batch size (per process).")
     eval_batch_size: int = Field(512, ge=1)
     workers: int = Field(0, ge=0, description="DataLoader workers; 0 serves in-memory tensors directly.")
@@ -55,7 +57,8 @@ class TeacherConfig(Section):
     model: ModelSpec
     checkpoint: Path | None = Field(None, description="State dict (plain or under 'state_dict'/'model').")
     trust_checkpoint: bool = Field(
-        False, description="Allow full unpickling of the checkpoint (runs code from the file: trusted files only)."
+        False,
+        description="Allow full unpickling of the checkpoint (runs code from the file: trusted files only).",
     )
 
 
@@ -90,10 +93,14 @@ class PruneConfig(Section):
     importance: str = Field("group_l2", description="Registered importance criterion.")
     target: Literal["macs", "params", "channels"] = "macs"
     reduction: float = Field(0.74, gt=0, lt=1, description="Fraction removed (of MACs, params or channels).")
-    tolerance: float = Field(0.01, gt=0, lt=0.5, description="Accepted |achieved - reduction| for macs/params.")
+    tolerance: float = Field(
+        0.01, gt=0, lt=0.5, description="Accepted |achieved - reduction| for macs/params."
+    )
     global_pruning: bool = Field(False, description="Rank channels across layers instead of per layer.")
     iterative_steps: int = Field(8, ge=1, le=1000)
-    round_to: int | None = Field(None, ge=1, description="Keep channel counts multiples of this (SIMD-friendly).")
+    round_to: int | None = Field(
+        None, ge=1, description="Keep channel counts multiples of this (SIMD-friendly)."
+    )
     max_layer_ratio: float = Field(0.95, gt=0, le=1, description="No layer loses more than this fraction.")
     ignored_layers: list[str] = Field(default_factory=list, description="Module names never pruned.")
     calibration_batches: int = Field(4, ge=1, description="Batches used by data-driven criteria (Taylor).")
@@ -149,7 +156,9 @@ class ProfileConfig(Section):
     batch: int = Field(1, ge=1)
     warmup: int = Field(5, ge=0)
     runs: int | None = Field(None, ge=1, description="Fixed run count; default: adapt to time_budget_s.")
-    time_budget_s: float = Field(3.0, gt=0, description="Per-configuration measuring time when runs is unset.")
+    time_budget_s: float = Field(
+        3.0, gt=0, description="Per-configuration measuring time when runs is unset."
+    )
     min_runs: int = Field(10, ge=1, description="Adaptive: at least this many runs, even past the budget.")
     max_runs: int = Field(10000, ge=1, description="Adaptive: stop after this many runs.")
     ci_target: float = Field(0.02, gt=0, lt=1, description="Adaptive: stop at this relative median 95% CI.")

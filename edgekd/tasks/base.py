@@ -44,4 +44,6 @@ class Task(abc.ABC):
             return outputs["out"]
         if isinstance(outputs, list | tuple) and outputs and isinstance(outputs[0], torch.Tensor):
             return outputs[0]
-        raise TypeError(f"cannot find the prediction tensor in a model output of type {type(outputs).__name__}")
+        raise TypeError(
+            f"cannot find the prediction tensor in a model output of type {type(outputs).__name__}"
+        )
