@@ -339,7 +339,9 @@ def main() -> None:
         click.echo("edgekd: interrupted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
-        hint = f" (see 'edgekd {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "edgekd" else ""
+        hint = (
+            f" (see 'edgekd {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "edgekd" else ""
+        )
         click.echo(f"edgekd: error: {exc.format_message()}{hint}", err=True)
         sys.exit(2)
 

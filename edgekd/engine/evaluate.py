@@ -23,7 +23,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Run ``predict`` over ``loader`` and return the task's metrics."""
     meter = task.meter()
-    batches = tqdm(loader, desc=desc, leave=False, disable=desc is None, unit="batch")
+    batches = tqdm(loader, desc=desc, leave=False, disable=None if desc else True, unit="batch")
     for images, targets in batches:
         meter.update(predict(images), targets)
     return meter.compute()

@@ -132,7 +132,13 @@ def fit(
             extra_modules.train()
         sums: dict[str, float] = {}
         total, batches = 0.0, 0
-        bar = tqdm(loader, desc=f"{options.desc} {epoch}/{options.optim.epochs}", leave=False, unit="batch")
+        bar = tqdm(  # disable=None: no bar when stderr is not a terminal (CI logs, redirects)
+            loader,
+            desc=f"{options.desc} {epoch}/{options.optim.epochs}",
+            leave=False,
+            unit="batch",
+            disable=None,
+        )
         for images, targets in bar:
             loss, terms = compute_loss(images, targets)
             if not torch.isfinite(loss):

@@ -95,7 +95,9 @@ def profile_model(onnx_path: Path, cfg: ProfileConfig, target: str = "local") ->
     device = get_target(target)
     baseline = device.baseline()
     profiles = []
-    for threads in tqdm(cfg.threads, desc=f"profile {path.name} on {target}", unit="config", leave=False):
+    for threads in tqdm(
+        cfg.threads, desc=f"profile {path.name} on {target}", unit="config", leave=False, disable=None
+    ):
         answer = device.run_probe(path, ProbeSettings.from_config(cfg, threads))
         profile = to_profile(answer, baseline, target)
         log.info(
