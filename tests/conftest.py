@@ -27,6 +27,19 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900) -> subpro
     )
 
 
+def one_line_error(proc: subprocess.CompletedProcess, code: int = 2) -> str:
+    """Assert a CLI failure: exit ``code``, one ``edgekd: error:`` line (the last on stderr), no traceback.
+
+    Progress lines of stages that ran before the failure may precede it; the error itself is one line.
+    """
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("edgekd: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr[-2000:]
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def small_data():
     from edgekd.data import build_data

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from edgekd.report import validate_report
-from tests.conftest import QUICKSTART, run_cli
+from tests.conftest import QUICKSTART, one_line_error, run_cli
 
 SMALL = (
     "--set",
@@ -139,13 +139,7 @@ def test_profile_command_on_any_onnx(compressed):
     assert profile["runs"] == 10 and profile["threads"] == 1
 
 
-# Bad input: exit 2, exactly one line on stderr, nothing left under a final name.
-def one_line_error(proc: subprocess.CompletedProcess, code: int = 2) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
+# Bad input: exit 2, exactly one error line on stderr, nothing left under a final name.
 
 
 def test_bad_recipe_key_is_exit_2_one_line(tmp_path, write_recipe):

@@ -149,7 +149,7 @@ def fit(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss)
+            total += float(loss.detach())
             batches += 1
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
