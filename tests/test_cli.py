@@ -180,3 +180,53 @@ def test_version_and_help():
     assert proc.returncode == 0 and "edgekd" in proc.stdout
     proc = run_cli("compress", "--help")
     assert proc.returncode == 0 and "--set" in proc.stdout
+
+
+def test_train_command_writes_a_verifiable_teacher(tmp_path, write_recipe):
+    import hashlib
+
+    import torch
+
+    recipe = write_recipe("teacher: {model: {name: resnet20, args: {width: 4}}}\ntrain: {epochs: 1}\n")
+    out = tmp_path / "teacher"
+    proc = run_cli(
+        "train",
+        str(recipe),
+        "--out",
+        str(out),
+        "--json",
+        "--set",
+        "data.train_limit=512",
+        "--set",
+        "data.eval_limit=256",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    provenance = json.loads((out / "teacher.json").read_text())
+    digest = hashlib.sha256((out / "teacher.pt").read_bytes()).hexdigest()
+    assert result["sha256"] == provenance["sha256"] == digest
+    assert 0.0 <= provenance["metrics"]["accuracy"] <= 1.0 and len(provenance["history"]) == 1
+    state = torch.load(
+        out / "teacher.pt", weights_only=True
+    )  # a plain state dict: loads without pickled code
+    assert "fc.weight" in state
+
+
+def test_stage_commands_chain_through_the_run_directory(tmp_path):
+    from edgekd.models.student_file import read_student_meta
+
+    out = tmp_path / "staged"
+    small = ("--set", "data.train_limit=1024", "--set", "data.eval_limit=512", "--set", "distill.epochs=1")
+    proc = run_cli("prune", str(QUICKSTART), "--out", str(out), "--json", *small)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert abs(json.loads(proc.stdout)["macs_reduction"] - 0.75) <= 0.01
+    pruned_sha = (out / "student.pt").read_bytes()
+    proc = run_cli("distill", str(QUICKSTART), "--out", str(out), "--json", *small)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.loads(proc.stdout)["history"]) == 1
+    assert (out / "student.pt").read_bytes() != pruned_sha  # distilled weights replaced the pruned ones
+    meta = read_student_meta(out / "student.pt")
+    assert meta["prune"]["importance"] == "group_l2" and meta["metrics"]["accuracy"] > 0
+    proc = run_cli("export", str(out / "student.pt"), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["parity"]["passed"] and (out / "student.onnx").is_file()
