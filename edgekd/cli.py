@@ -76,10 +76,12 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
-def _load(recipe_path: Path, overrides: tuple[str, ...]):  # noqa: ANN202
+def _load(recipe_path: Path, overrides: tuple[str, ...], trust_checkpoint: bool = False):  # noqa: ANN202
+    """Load the recipe; ``--trust-checkpoint`` is the rightmost override of ``teacher.trust_checkpoint``."""
     from edgekd.recipe import load_recipe
 
-    return load_recipe(recipe_path, overrides)
+    extra = ("teacher.trust_checkpoint=true",) if trust_checkpoint else ()
+    return load_recipe(recipe_path, (*overrides, *extra))
 
 
 def _existing_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -101,6 +103,14 @@ def cli() -> None:
     """
 
 
+TRUST_OPT = click.option(
+    "--trust-checkpoint",
+    is_flag=True,
+    help="Allow full unpickling of teacher.checkpoint, which can run code from the file (trusted files only). "
+    "Same as --set teacher.trust_checkpoint=true.",
+)
+
+
 @cli.command(short_help="Train a teacher from a recipe.")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option(
@@ -108,14 +118,22 @@ def cli() -> None:
 )
 @click.option("--set", "overrides", multiple=True, help=SET_HELP)
 @click.option("--resume", is_flag=True, help="Continue from out/state/train-last.pt.")
+@TRUST_OPT
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @command
-def train(recipe: Path, out_dir: Path, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
+def train(
+    recipe: Path,
+    out_dir: Path,
+    overrides: tuple[str, ...],
+    resume: bool,
+    trust_checkpoint: bool,
+    as_json: bool,
+) -> None:
     """Train the recipe's teacher (section `train`) and write OUT/teacher.pt + teacher.json."""
     from edgekd.engine.teacher import train_teacher
     from edgekd.results import to_dict
 
-    run = train_teacher(_load(recipe, overrides), out_dir, resume=resume)
+    run = train_teacher(_load(recipe, overrides, trust_checkpoint), out_dir, resume=resume)
     emit(
         {
             "checkpoint": str(run.checkpoint),
@@ -146,18 +164,38 @@ JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print the resul
 @RECIPE_ARG
 @OUT_OPT
 @SET_OPT
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue a killed run in OUT: reuse finished stages, continue distillation from its last epoch.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --resume: accept a changed recipe and rerun only the stages the changed keys affect.",
+)
+@TRUST_OPT
 @JSON_OPT
 @command
-def compress(recipe: Path, out_dir: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+def compress(
+    recipe: Path,
+    out_dir: Path,
+    overrides: tuple[str, ...],
+    resume: bool,
+    force: bool,
+    trust_checkpoint: bool,
+    as_json: bool,
+) -> None:
     """Run the whole pipeline: evaluate the teacher, prune, distill, export ONNX (+ parity), profile, report.
 
     Writes OUT/{recipe.yaml, teacher.onnx, student.pt, student.onnx, report.json, report.md, report.html,
-    plots/, state/, edgekd.log}. Exit 3 when a deploy gate (e.g. ONNX parity) fails.
+    plots/, state/, edgekd.log}. Exit 3 when a deploy gate (e.g. ONNX parity) fails. Without --resume, a
+    previous run's state and artifacts in OUT are replaced.
     """
     from edgekd.pipeline import compress as run_compress
     from edgekd.report.view import headline
 
-    report = run_compress(_load(recipe, overrides), out_dir)
+    report = run_compress(_load(recipe, overrides, trust_checkpoint), out_dir, resume=resume, force=force)
     emit(report, as_json, lambda: click.echo(f"{headline(report)}\nreport: {out_dir / 'report.md'}"))
 
 
@@ -165,13 +203,16 @@ def compress(recipe: Path, out_dir: Path, overrides: tuple[str, ...], as_json: b
 @RECIPE_ARG
 @OUT_OPT
 @SET_OPT
+@TRUST_OPT
 @JSON_OPT
 @command
-def prune(recipe: Path, out_dir: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+def prune(
+    recipe: Path, out_dir: Path, overrides: tuple[str, ...], trust_checkpoint: bool, as_json: bool
+) -> None:
     """Prune the teacher (section `prune`) and write the un-distilled student to OUT/student.pt."""
     from edgekd.stages import prune_only
 
-    result = prune_only(_load(recipe, overrides), out_dir)
+    result = prune_only(_load(recipe, overrides, trust_checkpoint), out_dir)
     emit(
         result,
         as_json,
@@ -193,15 +234,21 @@ def prune(recipe: Path, out_dir: Path, overrides: tuple[str, ...], as_json: bool
     callback=_existing_file,
     help="Student to distill (default: OUT/student.pt, e.g. from `edgekd prune`).",
 )
+@TRUST_OPT
 @JSON_OPT
 @command
 def distill(
-    recipe: Path, out_dir: Path, overrides: tuple[str, ...], student_path: Path | None, as_json: bool
+    recipe: Path,
+    out_dir: Path,
+    overrides: tuple[str, ...],
+    student_path: Path | None,
+    trust_checkpoint: bool,
+    as_json: bool,
 ) -> None:
     """Distill a (pruned) student from the recipe's teacher (section `distill`); rewrites OUT/student.pt."""
     from edgekd.stages import distill_only
 
-    result = distill_only(_load(recipe, overrides), out_dir, student_path)
+    result = distill_only(_load(recipe, overrides, trust_checkpoint), out_dir, student_path)
     emit(result, as_json, lambda: click.echo(f"distilled: {result['metrics']} → {out_dir / 'student.pt'}"))
 
 

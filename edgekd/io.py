@@ -31,7 +31,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_MARK, dir=final.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=TMP_MARK, dir=final.parent)
+    except OSError as exc:  # a full disk can refuse even the empty temporary (no free inode or dir block)
+        if exc.errno in _SPACE_ERRNOS:
+            reason = _SPACE_ERRNOS[exc.errno]
+            raise EdgekdError(
+                f"{reason}: cannot create a file in {final.parent}; {_SPACE_FIXES[reason]}"
+            ) from exc
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the user's normal permissions
@@ -41,15 +49,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except OSError as exc:
+    except BaseException as exc:
+        reason = _out_of_space(exc, tmp)
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+        if reason:
             raise EdgekdError(
-                f"disk full while writing {final}; free space and rerun (nothing was written)"
+                f"{reason} while writing {final}; {_SPACE_FIXES[reason]} and rerun "
+                "(nothing was written under that name)"
             ) from exc
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -102,6 +109,45 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> None:
     """Delete temporaries a killed run left behind (they never carry a final name)."""
     for stale in Path(directory).rglob(f"*{TMP_MARK}"):
         stale.unlink(missing_ok=True)
+
+
+# errno -> what to tell the user. EFBIG is RLIMIT_FSIZE (ulimit -f) or the file system's own size limit.
+_SPACE_ERRNOS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit reached",
+}
+_SPACE_FIXES = {
+    "disk full": "free some space",
+    "disk quota exceeded": "free some of your quota",
+    "file size limit reached": "raise the file size limit (ulimit -f)",
+}
+_PROBE_BYTES = 1 << 20
+
+
+def _out_of_space(exc: BaseException, tmp: Path) -> str | None:
+    """Why a write failed, if it was for lack of space; ``None`` for any other failure.
+
+    Python's own writes raise ``OSError(ENOSPC)``, but writers in C++ do not: ``torch.save`` reports a full disk
+    as ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``. So when the writer failed with
+    anything but an edgekd error or an interrupt, ask the file system directly: try to append 1 MiB to the
+    temporary file (deleted right after). If that is refused for lack of space, that was the cause.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:  # the OSError may be wrapped (raise ... from exc)
+        if isinstance(seen, OSError) and seen.errno in _SPACE_ERRNOS:
+            return _SPACE_ERRNOS[seen.errno]
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, EdgekdError | KeyboardInterrupt | SystemExit | GeneratorExit) or not tmp.exists():
+        return None
+    try:
+        with open(tmp, "ab") as fh:
+            fh.write(bytes(_PROBE_BYTES))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as probe:
+        return _SPACE_ERRNOS.get(probe.errno or 0)
+    return None
 
 
 def _umask() -> int:

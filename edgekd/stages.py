@@ -14,9 +14,10 @@ from edgekd.engine.teacher import build_teacher
 from edgekd.engine.trainer import seed_everything
 from edgekd.errors import InputError
 from edgekd.io import RunLock, write_json, write_text
-from edgekd.pipeline import run_log, student_meta
+from edgekd.pipeline import check_teacher, load_run_student, run_log, student_meta
 from edgekd.recipe import Recipe, apply_overrides, dump_recipe, recipe_from_dict
 from edgekd.results import Artifact, PruneResult, to_dict
+from edgekd.resume import RunState
 from edgekd.rundir import RunDir
 from edgekd.tasks import get_task
 
@@ -53,7 +54,7 @@ def prune_only(recipe: Recipe, out: Path) -> dict[str, Any]:
 def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) -> dict[str, Any]:
     """Distill ``student_path`` (default ``OUT/student.pt``) from the recipe's teacher; rewrite ``OUT/student.pt``."""
     from edgekd import distill
-    from edgekd.models.student_file import load_student, read_student_meta, save_student
+    from edgekd.models.student_file import read_student_meta, save_student
 
     run = RunDir(out).create()
     source = student_path or run.student_pt
@@ -62,13 +63,12 @@ def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) ->
     with RunLock(run.root), run_log(run.log):
         meta = read_student_meta(source)
         # A `package.module:factory` student runs code to rebuild; the recipe naming that same spec is the opt-in.
-        same_spec = meta.get("recipe", {}).get("teacher", {}).get("model") == recipe.teacher.model.model_dump(
-            mode="json"
-        )
-        student = load_student(source, trust=same_spec)
+        student = load_run_student(source, recipe)
         data = build_data(recipe.data)
         task = get_task(recipe.task)
         teacher = build_teacher(recipe, data)
+        check_teacher(teacher, data, task)
+        RunState(run).forget("distill")
         result = distill.run(
             student,
             [teacher],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from torch import nn
 from edgekd.errors import InputError
 
 TRUST_HINT = (
-    "it needs full unpickling, which can run arbitrary code; if you trust the file, pass --trust-checkpoint "
-    "(or set teacher.trust_checkpoint: true)"
+    "loading it needs full unpickling, which can run arbitrary code; if you trust the file, pass "
+    "--trust-checkpoint (or set teacher.trust_checkpoint: true)"
 )
 
 
@@ -29,17 +29,44 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: checkpoint not found")
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTO)):
+        raise InputError(
+            f"{p}: not a PyTorch checkpoint (neither a torch.save archive nor a pickle); check the path"
+        )
     try:
         obj = torch.load(p, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise InputError(f"{p}: refused to load checkpoint: {TRUST_HINT}") from None
-        raise InputError(f"{p}: corrupt checkpoint ({_first_line(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise InputError(_unpickling_refusal(p, str(exc))) from None
+    except Exception as exc:  # arbitrary bytes make the unpickler raise anything (IndexError, …)
         raise InputError(f"{p}: corrupt or truncated checkpoint ({_first_line(exc)})") from None
     if not isinstance(obj, dict):
         raise InputError(f"{p}: expected a state dict, found {type(obj).__name__}")
     return obj
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since 1.6
+_PICKLE_PROTO = b"\x80"  # PROTO opcode: legacy torch.save files and plain pickles start with it
+_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_WEIGHTS_ERROR = re.compile(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", re.S)
+
+
+def _unpickling_refusal(p: Path, text: str) -> str:
+    """One line for a ``weights_only`` refusal: which global it would import, or why the bytes were refused.
+
+    torch's own message always says "re-run with weights_only=False", even for a damaged file; repeating that
+    would talk users into unpickling garbage (or worse), so the line names what the file actually asked for.
+    """
+    named = _GLOBAL.search(text)
+    if named:
+        return f"{p}: refused to load checkpoint: it references {named.group(1)}, and {TRUST_HINT}"
+    detail = _WEIGHTS_ERROR.search(text)
+    reason = " ".join(detail.group(1).split())[:160] if detail else _first_line(Exception(text))
+    return (
+        f"{p}: the safe loader cannot read this checkpoint ({reason}): it is corrupt, or a plain pickle that "
+        "needs full unpickling, which can run code; only if you trust the file, pass --trust-checkpoint"
+    )
 
 
 def extract_state_dict(obj: dict[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
