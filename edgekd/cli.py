@@ -51,7 +51,7 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except EdgekdError as exc:
             if debug:
                 traceback.print_exc()
-            click.echo(f"edgekd: error: {exc}", err=True)
+            click.echo(f"edgekd: error: {one_line(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("edgekd: interrupted", err=True)
@@ -67,6 +67,11 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
 
     return wrapper
+
+
+def one_line(text: str) -> str:
+    """Errors are one line on stderr whatever a message embeds (e.g. a YAML key holding a newline)."""
+    return " ".join(text.split())
 
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
@@ -389,7 +394,7 @@ def main() -> None:
         hint = (
             f" (see 'edgekd {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "edgekd" else ""
         )
-        click.echo(f"edgekd: error: {exc.format_message()}{hint}", err=True)
+        click.echo(f"edgekd: error: {one_line(exc.format_message())}{hint}", err=True)
         sys.exit(2)
 
 

@@ -110,6 +110,21 @@ def student_meta(recipe: Recipe, prune: PruneResult | None, distill: TrainResult
     }
 
 
+def save_run_student(
+    path: Path,
+    student: nn.Module,
+    recipe: Recipe,
+    data: DataBundle,
+    prune: PruneResult | None,
+    distill: TrainResult | None,
+) -> None:
+    """Write ``student.pt`` with the metadata that lets ``edgekd export student.pt`` run on its own."""
+    from edgekd.models.student_file import save_student
+
+    meta = student_meta(recipe, prune, distill)
+    save_student(path, student, recipe.teacher.model, data.num_classes, data.in_channels, meta)
+
+
 def pt_artifact(path: Path, metrics: dict[str, float]) -> Artifact:
     return Artifact(
         name="student.pt",
@@ -247,7 +262,6 @@ class _Pipeline:
 
     def prune(self, upstream: str) -> tuple[PruneResult, str]:
         from edgekd import prune
-        from edgekd.models.student_file import save_student
 
         recipe, data = self.recipe, self.data
         inputs = hash_inputs(
@@ -256,10 +270,7 @@ class _Pipeline:
 
         def compute(info: dict[str, Any]) -> tuple[list[Path], Any]:
             student, result = prune.run(self.teacher, data, self.task, recipe.prune, recipe.seed)
-            meta = student_meta(recipe, result, None)
-            save_student(
-                self.pruned_pt, student, recipe.teacher.model, data.num_classes, data.in_channels, meta
-            )
+            save_run_student(self.pruned_pt, student, recipe, data, result, None)
             return [self.pruned_pt], to_dict(result)
 
         result = from_dict(PruneResult, self.stage("prune", inputs, compute))
@@ -270,7 +281,6 @@ class _Pipeline:
 
     def distill(self, upstream: str, prune_result: PruneResult) -> tuple[TrainResult, ModelSummary, str]:
         from edgekd import distill
-        from edgekd.models.student_file import save_student
 
         recipe, data, run = self.recipe, self.data, self.run
         inputs = hash_inputs(
@@ -297,10 +307,7 @@ class _Pipeline:
                 resume=resume,
             )
             info.update(epochs=result.epochs, best_epoch=result.best_epoch, resumed_checkpoint=resume)
-            meta = student_meta(recipe, prune_result, result)
-            save_student(
-                run.student_pt, student, recipe.teacher.model, data.num_classes, data.in_channels, meta
-            )
+            save_run_student(run.student_pt, student, recipe, data, prune_result, result)
             self.student = student
             summary = summarize(
                 student, data, self.task, recipe.data.eval_batch_size, "the distilled student"

@@ -14,7 +14,7 @@ from edgekd.engine.teacher import build_teacher
 from edgekd.engine.trainer import seed_everything
 from edgekd.errors import InputError
 from edgekd.io import RunLock, write_json, write_text
-from edgekd.pipeline import check_teacher, load_run_student, run_log, student_meta
+from edgekd.pipeline import check_teacher, load_run_student, run_log, save_run_student
 from edgekd.recipe import Recipe, apply_overrides, dump_recipe, recipe_from_dict
 from edgekd.results import Artifact, PruneResult, to_dict
 from edgekd.resume import RunState
@@ -25,7 +25,6 @@ from edgekd.tasks import get_task
 def prune_only(recipe: Recipe, out: Path) -> dict[str, Any]:
     """Prune the recipe's teacher and save the (not yet distilled) student to ``OUT/student.pt``."""
     from edgekd import prune
-    from edgekd.models.student_file import save_student
 
     run = RunDir(out).create()
     with RunLock(run.root), run_log(run.log):
@@ -34,14 +33,7 @@ def prune_only(recipe: Recipe, out: Path) -> dict[str, Any]:
         data = build_data(recipe.data)
         teacher = build_teacher(recipe, data)
         student, result = prune.run(teacher, data, get_task(recipe.task), recipe.prune, recipe.seed)
-        save_student(
-            run.student_pt,
-            student,
-            recipe.teacher.model,
-            data.num_classes,
-            data.in_channels,
-            meta=student_meta(recipe, result, None),
-        )
+        save_run_student(run.student_pt, student, recipe, data, result, None)
         summary = {
             **to_dict(result),
             "macs_reduction": result.macs_reduction,
@@ -54,7 +46,7 @@ def prune_only(recipe: Recipe, out: Path) -> dict[str, Any]:
 def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) -> dict[str, Any]:
     """Distill ``student_path`` (default ``OUT/student.pt``) from the recipe's teacher; rewrite ``OUT/student.pt``."""
     from edgekd import distill
-    from edgekd.models.student_file import read_student_meta, save_student
+    from edgekd.models.student_file import read_student_meta
 
     run = RunDir(out).create()
     source = student_path or run.student_pt
@@ -62,7 +54,6 @@ def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) ->
         raise InputError(f"{source}: no student to distill; run `edgekd prune` first or pass --student")
     with RunLock(run.root), run_log(run.log):
         meta = read_student_meta(source)
-        # A `package.module:factory` student runs code to rebuild; the recipe naming that same spec is the opt-in.
         student = load_run_student(source, recipe)
         data = build_data(recipe.data)
         task = get_task(recipe.task)
@@ -81,14 +72,7 @@ def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) ->
         )
         prune_record = meta.get("prune")
         prune_result = _prune_result(prune_record) if prune_record else None
-        save_student(
-            run.student_pt,
-            student,
-            recipe.teacher.model,
-            data.num_classes,
-            data.in_channels,
-            meta=student_meta(recipe, prune_result, result),
-        )
+        save_run_student(run.student_pt, student, recipe, data, prune_result, result)
         summary = to_dict(result)
         write_json(run.stage_result("distill"), summary)
         return summary

@@ -25,7 +25,10 @@ def tiny(width: int = 8, seed: int = 0) -> torch.nn.Module:
     return build_model(ModelSpec(name="resnet20", args={"width": width}), 10, 1)
 
 
-@pytest.mark.parametrize("name", LOSSES.names())
+CLASSIFICATION_LOSSES = [name for name in LOSSES.names() if not LOSSES.get(name).dense]
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION_LOSSES)  # dense losses: tests/test_losses.py on N×C×H×W maps
 def test_every_loss_gives_a_finite_scalar_with_student_gradients(name, small_data):
     student, teacher = tiny(4), tiny(8, seed=1)
     objective = DistillObjective(

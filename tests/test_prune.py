@@ -119,6 +119,15 @@ def test_params_target(fmnist: DataBundle) -> None:
     assert abs(result.params_reduction - 0.6) <= 0.02
 
 
+def test_a_frozen_model_is_pruned_and_left_frozen(fmnist: DataBundle) -> None:
+    """A teacher frozen by distillation (requires_grad=False) must prune like a trainable one."""
+    model = resnet20().requires_grad_(False)
+    cfg = PruneConfig(target="macs", reduction=0.5, tolerance=0.02, iterative_steps=1)
+    _, result = run(model, fmnist, TASK, cfg, seed=0)
+    assert abs(result.macs_reduction - 0.5) <= 0.02
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_infeasible_target_says_what_was_reached(fmnist: DataBundle) -> None:
     cfg = PruneConfig(target="macs", reduction=0.9, max_layer_ratio=0.3, iterative_steps=1)
     with pytest.raises(InputError, match=r"cannot remove 90.0% of macs \(reached .*max_layer_ratio"):

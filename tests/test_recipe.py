@@ -66,6 +66,11 @@ def test_loss_parameters_are_validated_at_load(write_recipe):
     assert "distill.losses.0" in msg and "did you mean 'temperature'" in msg
 
 
+def test_dense_loss_is_refused_for_a_classification_task(write_recipe):
+    msg = error_of(write_recipe, MINIMAL + "distill: {losses: [{name: cwd}]}\n")
+    assert "distill.losses.0.name" in msg and "task: segmentation" in msg
+
+
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(InputError, match="recipe not found"):
         load_recipe(tmp_path / "nope.yaml")

@@ -117,7 +117,9 @@ class _Pruner:
         self.heads = self._head_names(reference)
         self.needs_gradients = needs_gradients(cfg.importance)
         self.batches: list[Batch] = []
-        self.template = model  # what each probe deep-copies
+        # What each probe deep-copies. torch-pruning skips parameters without requires_grad, so a frozen
+        # model (e.g. a teacher after distillation froze it) would silently prune nothing: unfreeze a copy.
+        self.template = copy.deepcopy(model).requires_grad_(True) if _is_frozen(model) else model
         if self.needs_gradients:
             loader = data.train_loader(CALIBRATION_BATCH_SIZE, augment=False, seed=seed)
             self.batches = list(itertools.islice(loader, cfg.calibration_batches))
@@ -223,6 +225,10 @@ class _Pruner:
 
     def _output_shape(self, out: object) -> Sequence[int]:
         return tuple(self.task.output_tensor(out).shape)
+
+
+def _is_frozen(model: nn.Module) -> bool:
+    return any(not p.requires_grad for p in model.parameters())
 
 
 def _describe(exc: BaseException) -> str:

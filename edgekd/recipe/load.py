@@ -113,12 +113,12 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel]) -> str:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = [str(p) for p in first["loc"]]
-    path = ".".join(loc) or "<root>"
+    path = ".".join(_show_key(p) for p in loc) or "<root>"
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     kind = first["type"]
     if kind == "extra_forbidden":
         valid = _valid_keys(root, loc[:-1])
-        hint = did_you_mean(loc[-1], valid) if valid else ""
+        hint = did_you_mean(loc[-1], valid) if valid and loc[-1].isprintable() else ""
         listing = f" (valid: {', '.join(valid)})" if valid and not hint else ""
         return f"{path}: unknown key{hint}{listing}{more}"
     if kind == "missing":
@@ -127,6 +127,11 @@ def format_validation_error(exc: ValidationError, root: type[BaseModel]) -> str:
     shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
     msg = first["msg"].removeprefix("Value error, ")
     return f"{path}: {msg} (got {shown}){more}"
+
+
+def _show_key(key: str) -> str:
+    """A key as typed in YAML; quoted when it holds anything but printable characters (newlines, tabs)."""
+    return key if key.isprintable() and key.strip() == key and key else repr(key)
 
 
 def _valid_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
@@ -178,8 +183,14 @@ def check_registered_names(recipe: Recipe, source: str = "recipe") -> None:
     for where, name, registry in checks:
         _check(source, where, name, registry)
     models.check_model_name(recipe.teacher.model.name, where=f"{source}: teacher.model.name")
+    dense_task = tasks.TASKS.get(recipe.task).dense_output
     for i, spec in enumerate(recipe.distill.losses):
         _check(source, f"distill.losses.{i}.name", spec.name, distill.LOSSES)
+        if distill.LOSSES.get(spec.name).dense and not dense_task:
+            raise InputError(
+                f"{source}: distill.losses.{i}.name: '{spec.name}' distils dense (per-pixel) predictions; "
+                f"task '{recipe.task}' has none (use it with task: segmentation)"
+            )
         distill.validate_loss_params(spec, where=f"{source}: distill.losses.{i}")
 
 

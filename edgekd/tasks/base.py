@@ -23,6 +23,7 @@ class Task(abc.ABC):
     name: str
     primary_metric: str
     higher_is_better: bool = True
+    dense_output: bool = False  # N×C×H×W predictions (segmentation): enables dense distillation losses
 
     @abc.abstractmethod
     def criterion(self, label_smoothing: float = 0.0) -> torch.nn.Module:

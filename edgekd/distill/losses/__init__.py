@@ -7,4 +7,17 @@ from edgekd.registry import Registry
 
 LOSSES: Registry = Registry("loss")
 
-from edgekd.distill.losses import ce, kd  # noqa: E402,F401  (registers)
+from edgekd.distill.losses import (  # noqa: E402,F401  (importing a module registers its loss)
+    at,
+    boundary_kd,
+    ce,
+    channel_corr,
+    cwd,
+    dist,
+    dkd,
+    fitnet,
+    kd,
+    kd_corrected,
+    multi_teacher,
+    pixel_kd,
+)

@@ -55,6 +55,8 @@ class DistillLoss(nn.Module):
 
     Params: ClassVar[type[LossParams]] = LossParams
     needs_teacher: ClassVar[bool] = True
+    # Dense losses read N×C×H×W predictions; the recipe loader refuses them for tasks without dense outputs.
+    dense: ClassVar[bool] = False
 
     def __init__(self, params: LossParams, ctx: LossContext) -> None:
         super().__init__()

@@ -1,7 +1,9 @@
 """Hinton knowledge distillation (Hinton, Vinyals & Dean, 2015, arXiv:1503.02531).
 
 ``T² · KL(softmax(t/T) ‖ softmax(s/T))``, batch-mean. The ``T²`` factor keeps the gradient scale of the soft term
-independent of the temperature, so its weight can be tuned once. Defaults: ``temperature: 4``.
+independent of the temperature, so its weight can be tuned once. Defaults: ``temperature: 4``; like every
+teacher-based loss it takes ``from_epoch`` / ``until_epoch`` (see ``_schedule.py``), e.g. to start after a
+FitNets hint stage.
 
 Recipe::
 
@@ -15,10 +17,11 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses.base import DistillBatch, DistillLoss, LossParams
+from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses.base import DistillBatch, DistillLoss
 
 
-class KDParams(LossParams):
+class KDParams(ScheduledParams):
     temperature: float = Field(4.0, gt=0)
 
 
@@ -37,4 +40,6 @@ class HintonKD(DistillLoss):
     Params = KDParams
 
     def forward(self, batch: DistillBatch) -> torch.Tensor:
-        return soft_kl(batch.student, batch.teacher, self.params.temperature)
+        if not self.params.active(batch.epoch):
+            return idle(batch)
+        return soft_kl(batch.student, batch.teacher.detach(), self.params.temperature)
