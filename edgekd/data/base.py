@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,11 +55,19 @@ class TensorSplit:
         )
 
 
+class Batch(NamedTuple):
+    """One training batch: normalised ``images``, ``targets`` and the ``indices`` of its samples in the split."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    indices: torch.Tensor
+
+
 class TensorLoader:
     """Batches of normalised float images from a :class:`TensorSplit`, optionally shuffled and augmented.
 
     Iterating twice with the same ``seed`` and epoch yields the same batches (resume and DDP rely on that).
-    ``indices`` restricts the loader to a subset (a distributed shard).
+    Iteration yields ``(images, targets)``; :meth:`indexed` adds which samples each batch holds.
     """
 
     def __init__(
@@ -89,6 +98,15 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, targets, _ in self.indexed():
+            yield images, targets
+
+    def indexed(self) -> Iterator[Batch]:
+        """The same batches as iterating the loader, each with the split positions of its samples.
+
+        Why: whatever is a pure function of a sample (a frozen teacher's outputs on un-augmented images) can be
+        computed once per sample and looked up by these indices in every later epoch.
+        """
         n = len(self.split)
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
@@ -97,7 +115,7 @@ class TensorLoader:
             images = self.split.images[idx]
             if self.augment:
                 images = augment_batch(images, gen)
-            yield self.normalize(images), self.split.targets[idx]
+            yield Batch(self.normalize(images), self.split.targets[idx], idx)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float().div_(255.0) - self._mean) / self._std

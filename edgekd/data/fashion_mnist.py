@@ -125,6 +125,8 @@ def _md5(path: Path) -> str:
 @DATASETS.register("fashion_mnist")
 def build_fashion_mnist(cfg: DataConfig) -> DataBundle:
     """Fashion-MNIST: 60k train / 10k test 28×28 grey images of 10 garment classes."""
+    if cfg.args:
+        raise InputError(f"data.args: fashion_mnist takes no options, got {', '.join(sorted(cfg.args))}")
     directory = find_files(cfg.root)
     if directory is None and cfg.download:
         directory = download(Path(cfg.root or os.environ.get("EDGEKD_DATA") or "data") / "fashion-mnist")

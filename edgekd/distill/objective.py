@@ -1,8 +1,9 @@
 """Compose the recipe's weighted losses into one training objective over student and teacher(s).
 
 The objective owns the feature hooks and the loss modules (with their adaptors), runs the frozen teachers in
-``eval`` + ``inference_mode``, and reports each weighted term separately so the history shows what drove
-training.
+``eval`` + ``inference_mode`` (or reads their outputs from a per-sample cache when training is not augmented,
+see :mod:`edgekd.distill.teacher_cache`), and reports each weighted term separately so the history shows what
+drove training.
 """
 
 from __future__ import annotations
@@ -10,20 +11,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgekd.data.base import TensorLoader
 from edgekd.distill.hooks import FeatureHooks
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses.base import DistillBatch, LossContext
 from edgekd.distill.params import parse_loss_params
+from edgekd.distill.teacher_cache import TeacherCache, build_teacher_cache
+from edgekd.distill.teacher_inference import inference_copy
 from edgekd.recipe.schema import LossSpec
 from edgekd.tasks.base import Task
 
 
 class DistillObjective(nn.Module):
-    """``objective(images, targets) -> (loss, {term: value})`` for :func:`edgekd.engine.trainer.fit`.
+    """``objective(images, targets, indices=None) -> (loss, {term: value})`` for :func:`~edgekd.engine.trainer.fit`.
 
     Only the loss modules are submodules (their adaptors train with the student); the student and teachers
     are held by reference so that the student's weights are not duplicated in the objective's state dict.
+    After :meth:`cache_teacher`, batches given with their sample ``indices`` read the teachers' outputs from
+    the cache instead of running the teachers.
     """
+
+    uses_sample_indices = True  # fit() passes each batch's positions in the training split
 
     def __init__(
         self,
@@ -33,6 +41,7 @@ class DistillObjective(nn.Module):
         task: Task,
         num_classes: int,
         example_input: torch.Tensor,
+        fuse_teachers: bool = False,
     ) -> None:
         super().__init__()
         self._student = [student]
@@ -71,18 +80,57 @@ class DistillObjective(nn.Module):
             {spec.name: LOSSES.get(spec.name)(params[spec.name], ctx) for spec in specs}
         )
         self.epoch = 0
+        self.teacher_cache: TeacherCache | None = None
+        # what runs each teacher's forward: a BN-folded channels_last copy when nothing of it is hooked
+        self._runners = list(teachers)
+        if fuse_teachers and self.needs_teacher and not teacher_names:
+            for i, teacher in enumerate(teachers):
+                fast = inference_copy(teacher, example_input, task.output_tensor, name=f"teacher {i}")
+                self._runners[i] = fast if fast is not None else teacher
 
-    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def teacher_forward(
+        self, images: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """Every teacher's output and hooked features on ``images`` (eval mode, ``inference_mode``)."""
+        teacher_outs: list[torch.Tensor] = []
+        teacher_feats: list[dict[str, torch.Tensor]] = []
+        for runner, hooks in zip(self._runners, self.teacher_hooks, strict=True):
+            with torch.inference_mode():
+                out = self.task.output_tensor(runner(images))
+            # inference tensors cannot be saved for backward: clone them out of inference mode
+            teacher_outs.append(out.clone())
+            teacher_feats.append({k: v.clone() for k, v in hooks.features.items()})
+        return teacher_outs, teacher_feats
+
+    def cache_teacher(self, loader: TensorLoader, budget_bytes: int) -> bool:
+        """Compute the teachers' outputs on every sample of ``loader``'s split once, for all later epochs.
+
+        Only valid when training sees the same images every epoch (no augmentation): ``loader`` must not
+        augment, and steps must pass ``indices``. Returns whether the outputs fit ``budget_bytes`` and were
+        cached (otherwise the teachers keep running every step).
+        """
+        if loader.augment:
+            raise ValueError("teacher outputs can only be cached for un-augmented training images")
+        self.teacher_cache = None
+        if self.needs_teacher:
+            batches = ((b.images, b.indices) for b in loader.indexed())
+            self.teacher_cache = build_teacher_cache(
+                self.teacher_forward, batches, len(loader.split), budget_bytes
+            )
+        return self.teacher_cache is not None
+
+    def forward(
+        self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted loss terms for one batch; ``indices`` (positions in the training split) enable the cache."""
         student_out = self.task.output_tensor(self._student[0](images))
         teacher_outs: list[torch.Tensor] = []
         teacher_feats: list[dict[str, torch.Tensor]] = []
         if self.needs_teacher:
-            for teacher, hooks in zip(self._teachers, self.teacher_hooks, strict=True):
-                with torch.inference_mode():
-                    out = self.task.output_tensor(teacher(images))
-                # inference tensors cannot be saved for backward: clone them out of inference mode
-                teacher_outs.append(out.clone())
-                teacher_feats.append({k: v.clone() for k, v in hooks.features.items()})
+            if self.teacher_cache is not None and indices is not None:
+                teacher_outs, teacher_feats = self.teacher_cache.lookup(indices)
+            else:
+                teacher_outs, teacher_feats = self.teacher_forward(images)
         batch = DistillBatch(
             student=student_out,
             teachers=teacher_outs,

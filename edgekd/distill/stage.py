@@ -34,8 +34,20 @@ def run(
     """
     seed_everything(seed)
     student.requires_grad_(True)  # the prune stage hands over a frozen copy
-    objective = DistillObjective(student, teachers, cfg.losses, task, data.num_classes, data.example_input(2))
+    objective = DistillObjective(
+        student,
+        teachers,
+        cfg.losses,
+        task,
+        data.num_classes,
+        data.example_input(2),
+        fuse_teachers=cfg.fuse_teacher,
+    )
     try:
+        if not data_cfg.augment and cfg.teacher_cache_mib > 0 and cfg.epochs > 0:
+            # same images every epoch: run the teachers once (batches of the training size, in split order)
+            in_order = data.train_loader(data_cfg.batch_size, augment=False, seed=seed, shuffle=False)
+            objective.cache_teacher(in_order, int(cfg.teacher_cache_mib * 2**20))
         options = FitOptions(
             optim=cfg,
             batch_size=data_cfg.batch_size,

@@ -31,7 +31,9 @@ from edgekd.tasks.base import Task
 
 log = logging.getLogger("edgekd")
 
-# (images, targets) -> (total loss, {term name: value}) for one batch.
+# (images, targets) -> (total loss, {term name: value}) for one batch. A loss whose class sets
+# ``uses_sample_indices = True`` is also given ``indices=`` (the batch's positions in the training split), so it
+# can look up per-sample values computed once (the distillation objective's cached teacher outputs).
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
 
@@ -105,6 +107,7 @@ def fit(
     scheduler = build_scheduler(optimizer, options.optim, len(loader))
     eval_loader = data.eval_loader(512)
     higher = task.higher_is_better
+    with_indices = bool(getattr(compute_loss, "uses_sample_indices", False))
 
     best_metrics = evaluate_model(model, eval_loader, task)
     best_state = copy.deepcopy(model.state_dict())
@@ -133,14 +136,18 @@ def fit(
         sums: dict[str, float] = {}
         total, batches = 0.0, 0
         bar = tqdm(  # disable=None: no bar when stderr is not a terminal (CI logs, redirects)
-            loader,
+            loader.indexed(),
+            total=len(loader),
             desc=f"{options.desc} {epoch}/{options.optim.epochs}",
             leave=False,
             unit="batch",
             disable=None,
         )
-        for images, targets in bar:
-            loss, terms = compute_loss(images, targets)
+        for images, targets, indices in bar:
+            if with_indices:
+                loss, terms = compute_loss(images, targets, indices=indices)  # type: ignore[call-arg]
+            else:
+                loss, terms = compute_loss(images, targets)
             if not torch.isfinite(loss):
                 raise EdgekdError(
                     f"{options.desc}: loss became {loss.item()} at epoch {epoch}; lower the learning rate"

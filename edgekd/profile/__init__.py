@@ -17,7 +17,7 @@ from edgekd.registry import Registry
 
 TARGETS: Registry[type[Target]] = Registry("target")
 
-from edgekd.profile import local  # noqa: E402,F401  (registers)
+from edgekd.profile import local, ssh  # noqa: E402,F401  (registers)
 from edgekd.profile.stage import get_target, profile_model, run, to_profile  # noqa: E402
 
 __all__ = [

@@ -16,7 +16,9 @@ Protocol of one measurement:
   4. timed inferences: exactly ``--runs``, or adaptively under ``--time-budget`` seconds: keep going until
      the distribution-free 95% confidence interval of the MEDIAN (order statistics, normal approximation to
      the binomial) lies within ``±--ci-target`` of the median, the budget is spent, or ``--max-runs`` is
-     reached; ``--min-runs`` is a floor that wins over the budget. Warmup is not charged to the budget.
+     reached; ``--min-runs`` is a floor that wins over the budget, and the CI is only consulted after
+     ``--min-time`` seconds (default: half the budget) so tail percentiles have samples. Warmup is not
+     charged to the budget.
 
 Usage::
 
@@ -47,6 +49,7 @@ except ImportError:  # pragma: no cover - Windows
 
 PROBE_VERSION = 1
 Z95 = 1.959964
+MIN_TIME_FRACTION = 0.5  # of --time-budget, when --min-time is not given (see min_time)
 _DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -285,6 +288,18 @@ def session_options(ort, threads):
     return so
 
 
+def min_time(args):
+    """Seconds the adaptive protocol measures before it may stop on the CI (never more than the budget).
+
+    Why a floor in time: the median's CI of a sub-millisecond model reaches +-2% after a dozen runs, and a p99
+    of a dozen samples is just the maximum. Measuring at least ``MIN_TIME_FRACTION`` of the budget gives tail
+    percentiles hundreds of samples and averages over scheduler noise, while a slow model, which gets few runs
+    in that time anyway, is still bounded by the budget.
+    """
+    floor = args.time_budget * MIN_TIME_FRACTION if args.min_time is None else args.min_time
+    return min(floor, args.time_budget)
+
+
 def time_runs(session, feed, args):
     """Timed inferences (ms) under the fixed-count or adaptive protocol, with the reason it stopped."""
     times = []
@@ -294,7 +309,9 @@ def time_runs(session, feed, args):
             session.run(None, feed)
             times.append((time.perf_counter() - t0) * 1000.0)
         return times, "fixed_runs"
-    deadline = time.perf_counter() + args.time_budget
+    start = time.perf_counter()
+    deadline = start + args.time_budget
+    settled = start + min_time(args)
     next_check = args.min_runs
     while True:
         t0 = time.perf_counter()
@@ -308,6 +325,8 @@ def time_runs(session, feed, args):
             continue
         if now >= deadline:
             return times, "time_budget"
+        if now < settled:
+            continue
         if n >= next_check:  # re-check every ~10% more runs: sorting each run would cost O(n^2 log n)
             if median_ci_rel(times) <= args.ci_target:
                 return times, "ci_target"
@@ -396,6 +415,7 @@ def measure(args, np, ort):
         "runs": len(times),
         "stop_reason": reason,
         "median_ci_rel": median_ci_rel(times),
+        "min_time_s": None if args.runs is not None else min_time(args),
         "measure_s": elapsed,
         "peak_rss_mb": peak,
         "threads_requested": args.threads,
@@ -439,6 +459,16 @@ def _positive(kind):
     return parse
 
 
+def _non_negative(kind):
+    def parse(text):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv=None):
     p = _Parser(description="Time one ONNX model with ONNX Runtime; prints one JSON object.")
     p.add_argument("model", nargs="?", help="path to the .onnx file")
@@ -450,6 +480,12 @@ def parse_args(argv=None):
     mode.add_argument("--runs", type=_positive(int), help="exactly this many timed runs")
     mode.add_argument("--time-budget", type=_positive(float), default=3.0, help="seconds for adaptive runs")
     p.add_argument("--min-runs", type=_positive(int), default=10, help="adaptive floor, wins over the budget")
+    p.add_argument(
+        "--min-time",
+        type=_non_negative(float),
+        default=None,
+        help="adaptive: seconds measured before the CI may stop it (default: half the budget; capped by it)",
+    )
     p.add_argument("--max-runs", type=_positive(int), default=10000, help="adaptive ceiling")
     p.add_argument("--ci-target", type=_positive(float), default=0.02, help="relative 95%% CI half-width")
     p.add_argument("--dim", type=_dim, action="append", default=[], help="NAME=SIZE for a named dynamic dim")

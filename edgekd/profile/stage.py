@@ -51,6 +51,7 @@ def to_profile(answer: dict[str, Any], baseline: dict[str, Any], target: str) ->
         measurement={
             "stop_reason": answer["stop_reason"],
             "median_ci_rel": answer["median_ci_rel"],
+            "min_time_s": answer.get("min_time_s"),
             "measure_s": answer["measure_s"],
             "warmup": answer["warmup"],
             "peak_rss_total_mb": peak,

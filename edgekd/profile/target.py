@@ -28,7 +28,8 @@ class ProbeSettings:
     """One probe configuration; :meth:`argv` is the probe's command line for it.
 
     ``runs`` set means exactly that many timed runs; otherwise the probe adapts within ``time_budget_s``
-    (bounded by ``min_runs``/``max_runs``) until the median's 95% CI is within ``±ci_target``.
+    (bounded by ``min_runs``/``max_runs``, and measuring at least ``min_time_s``; ``None`` = the probe's
+    default, half the budget) until the median's 95% CI is within ``±ci_target``.
     """
 
     threads: int = 1
@@ -37,6 +38,7 @@ class ProbeSettings:
     runs: int | None = None
     time_budget_s: float = 3.0
     min_runs: int = 10
+    min_time_s: float | None = None
     max_runs: int = 10000
     ci_target: float = 0.02
     timeout_s: float = 600.0
@@ -53,6 +55,7 @@ class ProbeSettings:
             runs=cfg.runs,
             time_budget_s=cfg.time_budget_s,
             min_runs=cfg.min_runs,
+            min_time_s=cfg.min_time_s,
             max_runs=cfg.max_runs,
             ci_target=cfg.ci_target,
             timeout_s=cfg.timeout_s,
@@ -66,6 +69,8 @@ class ProbeSettings:
         else:
             args += ["--time-budget", repr(self.time_budget_s), "--min-runs", str(self.min_runs)]
             args += ["--max-runs", str(self.max_runs), "--ci-target", repr(self.ci_target)]
+            if self.min_time_s is not None:
+                args += ["--min-time", repr(self.min_time_s)]
         for name, size in self.dims:
             args += ["--dim", f"{name}={size}"]
         if self.op_profile:

@@ -29,6 +29,9 @@ class DataConfig(Section):
     """Where the data comes from and how it is batched. ``eval`` is the held-out split (test set)."""
 
     name: str = Field("fashion_mnist", description="Registered dataset name (see `edgekd schema`).")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Dataset-specific options, passed to the dataset's builder."
+    )
     root: Path | None = Field(None, description="Directory holding the dataset files; searched first.")
     download: bool = Field(False, description="Download (with checksum verification) when not found locally.")
     train_limit: int | None = Field(None, ge=1, description="Use only the first N training samples.")
@@ -129,6 +132,17 @@ class DistillConfig(OptimConfig):
     epochs: int = Field(3, ge=0)
     lr: float = Field(0.02, gt=0)
     losses: list[LossSpec] = Field(default_factory=_default_losses, min_length=1)
+    teacher_cache_mib: float = Field(
+        1024.0,
+        ge=0,
+        description="Without data.augment, compute the teachers' outputs (and hooked features) once and reuse "
+        "them every epoch when they fit in this many MiB; 0 runs the teachers every step.",
+    )
+    fuse_teacher: bool = Field(
+        True,
+        description="Run the frozen teachers as BatchNorm-folded, channels_last copies (same outputs up to "
+        "float rounding; skipped when a loss hooks teacher modules or a teacher is not torch.fx-traceable).",
+    )
 
     @field_validator("losses")
     @classmethod
@@ -160,6 +174,12 @@ class ProfileConfig(Section):
         3.0, gt=0, description="Per-configuration measuring time when runs is unset."
     )
     min_runs: int = Field(10, ge=1, description="Adaptive: at least this many runs, even past the budget.")
+    min_time_s: float | None = Field(
+        None,
+        ge=0,
+        description="Adaptive: measure at least this long before stopping on ci_target, so p99 has enough "
+        "samples (capped at time_budget_s). Default: half of time_budget_s.",
+    )
     max_runs: int = Field(10000, ge=1, description="Adaptive: stop after this many runs.")
     ci_target: float = Field(0.02, gt=0, lt=1, description="Adaptive: stop at this relative median 95% CI.")
     timeout_s: float = Field(600.0, gt=0, description="Kill a probe running one configuration past this.")

@@ -1,0 +1,97 @@
+"""Ship a derived precision (INT8, FP16) of an exported FP32 model: gate it on parity, evaluate it, describe it.
+
+Why shared: both derived artifacts follow the FP32 export's contract. The file appears under its final name
+only once it has passed parity against the FP32 *PyTorch* student (not against the FP32 ONNX file, so
+errors do not stack unseen), and its metrics come from running that very file in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import onnx
+from torch import nn
+
+from edgekd.data.base import DataBundle
+from edgekd.errors import EdgekdError, GateError, InputError
+from edgekd.export.onnx_export import check_exported
+from edgekd.export.ort import OrtPredictor, create_session, evaluate_session
+from edgekd.export.parity import measure_parity
+from edgekd.io import atomic_path, sha256_file
+from edgekd.results import Artifact, Parity
+from edgekd.tasks.base import Task
+
+
+def restamp_metadata(model: onnx.ModelProto, source: onnx.ModelProto, extra: dict[str, str]) -> None:
+    """Give ``model`` the FP32 file's ``metadata_props`` plus ``extra``, dropping tool provenance keys.
+
+    The quantizer and converter append keys such as ``onnx.quant.pre_process``; a deployed file should say
+    what to feed it (preprocessing, input shape, class names) and what it is (``precision``), nothing else.
+    """
+    props = {p.key: p.value for p in source.metadata_props if not p.key.startswith("onnx.")}
+    props.update(extra)
+    onnx.helper.set_model_props(model, props)
+
+
+def ship(
+    proto: onnx.ModelProto,
+    out_path: Path,
+    *,
+    precision: str,
+    model: nn.Module,
+    data: DataBundle,
+    task: Task,
+    parity_samples: int,
+    atol: float,
+    min_agreement: float,
+    notes: tuple[str, ...] = (),
+) -> Artifact:
+    """Check, write atomically, parity-gate and ORT-evaluate one derived ONNX model.
+
+    Args:
+        proto: The converted model (metadata already stamped).
+        out_path: Final file (e.g. ``RUN/student.int8.onnx``).
+        precision: ``"int8"`` or ``"fp16"`` (the report's ``precision``).
+        model: The FP32 PyTorch student, the parity reference.
+        data: Real eval inputs for parity and the eval split for metrics.
+        task: Output interpretation, agreement and metrics.
+        parity_samples: Eval inputs compared.
+        atol: Largest accepted ``max |PyTorch - ORT|``; ``math.inf`` gates on agreement alone.
+        min_agreement: Smallest accepted prediction agreement.
+        notes: Carried into the artifact (and the report).
+
+    Raises:
+        EdgekdError: The converted model is invalid or ORT cannot load it (a converter problem, not input).
+        GateError: Parity failed; nothing is left under ``out_path``.
+    """
+    check_exported(proto, out_path.name)
+    with atomic_path(out_path) as tmp:
+        onnx.save_model(proto, str(tmp))
+        try:
+            session = create_session(tmp, label=out_path.name)
+        except InputError as exc:
+            raise EdgekdError(str(exc)) from None
+        parity = measure_parity(model, OrtPredictor(session), data, task, parity_samples, atol, min_agreement)
+        if not math.isfinite(parity.max_abs_diff):  # inf/NaN outputs (FP16 overflow) never pass
+            parity = Parity(parity.max_abs_diff, parity.agreement, False, parity.samples)
+        if not parity.passed:
+            limit = "" if math.isinf(atol) else f" (limit {atol:g})"
+            raise GateError(
+                f"{out_path.name}: {precision.upper()} parity vs the PyTorch student failed on {parity.samples} "
+                f"eval inputs: agreement {parity.agreement:.4f} (limit {min_agreement:g}), max_abs_diff "
+                f"{parity.max_abs_diff:.3g}{limit}; check the calibration data (same preprocessing as "
+                "training?) or relax the limit; the file was not written"
+            )
+    metrics = evaluate_session(session, data, task)
+    return Artifact(
+        name=out_path.name,
+        path=out_path.name,
+        format="onnx",
+        precision=precision,
+        sha256=sha256_file(out_path),
+        size_bytes=out_path.stat().st_size,
+        parity=parity,
+        metrics=metrics,
+        notes=notes,
+    )

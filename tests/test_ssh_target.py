@@ -1,0 +1,354 @@
+"""The ssh target against a real OpenSSH server on 127.0.0.1 (no mock of ssh, scp or sshd).
+
+The module fixture starts ``sshd -D -e -f CONFIG`` of its own on a free port with a generated host key and
+user key (ssh-keygen), keys and config in a temp dir, and gives the client a temp ssh_config whose
+known_hosts holds exactly that host key, so host-key checking stays on. The "device" is this machine; its
+Python is the venv's (numpy + onnxruntime). Failure cases use real broken setups: a closed port, an
+unauthorised key, a wrong or missing host key, a Python without onnxruntime, a probe killed by a signal.
+Nothing is installed here: without sshd the tests fail and say to install openssh-server (tools/setup.sh
+does on CI).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from edgekd.errors import EdgekdError, InputError
+from edgekd.profile import ProbeSettings, to_profile
+from edgekd.profile.resolve import load_targets_file, parse_ssh_url, resolve_target
+from edgekd.profile.ssh import SSHTarget
+
+REPO = Path(__file__).resolve().parents[1]
+TEACHER = REPO / "recipes" / "teachers" / "fmnist_resnet20.pt"
+FAST = ProbeSettings(threads=1, warmup=1, runs=10, timeout_s=120)
+
+
+def _sshd_binary() -> str:
+    found = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd",) if os.access(p, os.X_OK)), None)
+    if found is None:
+        pytest.fail(
+            "sshd not found: install openssh-server (apt-get install openssh-server; tools/setup.sh does)"
+        )
+    return found
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running loopback sshd and the client-side files that reach it."""
+
+    root: Path
+    port: int
+    user: str
+    user_key: Path
+    other_key: Path
+    host_key: Path
+    ssh_config: Path
+
+    def spec_fields(self, **extra: object) -> dict:
+        fields = {
+            "host": "127.0.0.1",
+            "user": self.user,
+            "port": self.port,
+            "python": sys.executable,
+            "identity_file": str(self.user_key),
+            "ssh_config": str(self.ssh_config),
+        }
+        fields.update(extra)
+        return fields
+
+    def client_config(self, known_hosts: str) -> Path:
+        """Another ssh_config whose known_hosts file holds ``known_hosts`` (for host-key failures)."""
+        path = self.root / f"known_hosts.{abs(hash(known_hosts))}"
+        path.write_text(known_hosts)
+        config = self.root / f"ssh_config.{abs(hash(known_hosts))}"
+        config.write_text(f"Host *\n  UserKnownHostsFile {path}\n  GlobalKnownHostsFile /dev/null\n")
+        return config
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory) -> Server:
+    binary = _sshd_binary()
+    root = tmp_path_factory.mktemp("sshd")
+    host_key, user_key, other_key = (_keygen(root / n) for n in ("host_key", "user_key", "other_key"))
+    (root / "authorized_keys").write_text(user_key.with_suffix(".pub").read_text())
+    if os.geteuid() == 0:  # a root sshd refuses to start without its privilege-separation directory
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    for _attempt in range(3):  # the free port can be taken between probing and binding
+        port = _free_port()
+        config = root / "sshd_config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
+            f"PidFile {root / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
+        )
+        log = root / "sshd.log"
+        with open(log, "wb") as sink:
+            proc = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stdout=sink, stderr=sink)
+        deadline = time.monotonic() + 15
+        while (
+            time.monotonic() < deadline and proc.poll() is None and "Server listening" not in log.read_text()
+        ):
+            time.sleep(0.05)
+        if proc.poll() is None and "Server listening" in log.read_text():
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        pytest.fail(f"sshd did not start: {log.read_text()[-500:]}")
+    known = f"[127.0.0.1]:{port} {' '.join(host_key.with_suffix('.pub').read_text().split()[:2])}\n"
+    server = Server(root, port, getpass.getuser(), user_key, other_key, host_key, Path())
+    server.ssh_config = server.client_config(known)
+    try:
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def model_onnx(tmp_path_factory) -> Path:
+    """The shipped Fashion-MNIST ResNet-20 teacher as ONNX (a real trained model, ~1 MB)."""
+    import onnx
+    import torch
+
+    from edgekd.export.onnx_export import torch_to_onnx
+    from edgekd.models.checkpoint import extract_state_dict, load_checkpoint
+    from edgekd.models.resnet_cifar import resnet_cifar
+
+    model = resnet_cifar(depth=20, num_classes=10, in_channels=1)
+    model.load_state_dict(extract_state_dict(load_checkpoint(TEACHER)))
+    proto = torch_to_onnx(model, torch.randn(2, 1, 28, 28), opset=18, dynamic_batch=True)
+    path = tmp_path_factory.mktemp("model") / "resnet20.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def _wrapper(root: Path, name: str, body: str) -> Path:
+    path = root / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def _remote_dirs() -> set[str]:
+    """The ssh target's remote temp dirs on this machine (the 'device')."""
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    return {p.name for p in tmp.glob("edgekd.*") if p.is_dir()}
+
+
+# ------------------------------------------------------------------------------------------- end to end
+def test_named_target_profiles_a_real_model_on_the_device(sshd, model_onnx, tmp_path, monkeypatch):
+    targets = tmp_path / "targets.yaml"
+    fields = sshd.spec_fields(threads=[1], notes="loopback sshd, this machine")
+    lines = "\n".join(f"    {k}: {v!r}" if isinstance(v, str) else f"    {k}: {v}" for k, v in fields.items())
+    targets.write_text(f"targets:\n  bench:\n{lines}\n")
+    monkeypatch.setenv("EDGEKD_TARGETS", str(targets))
+    before = _remote_dirs()
+
+    target = resolve_target("bench")
+    assert isinstance(target, SSHTarget) and target.threads == [1]
+    baseline = target.baseline()
+    answer = target.run_probe(model_onnx, ProbeSettings(threads=1, warmup=2, runs=25, timeout_s=120))
+    profile = to_profile(answer, baseline, target.name)
+
+    assert profile.target == "bench" and profile.runs == 25 and profile.threads == 1 and profile.batch == 1
+    lat = profile.latency_ms
+    assert 0 < lat.min <= lat.p50 <= lat.p90 <= lat.p99 and lat.first > 0 and profile.load_ms > 0
+    assert baseline["peak_rss_mb"] > 0 and profile.device["measurement"]["baseline_rss_mb"] > 0
+    assert profile.peak_rss_mb > 0  # a ResNet-20 session adds memory over the bare interpreter
+    ssh = profile.device["ssh"]
+    assert ssh["destination"] == f"{sshd.user}@127.0.0.1:{sshd.port}" and ssh["notes"].startswith("loopback")
+    assert ssh["python"] and profile.device["cpu"] and profile.device["logical_cores"] >= 1
+    assert answer["model"] == str(model_onnx.resolve())
+    assert _remote_dirs() == before, "the remote temp dir must be removed"
+
+
+def test_ssh_url_with_query_fields_and_an_unsafe_file_name(sshd, model_onnx, tmp_path):
+    odd = tmp_path / "my model; touch pwned $(id).onnx"
+    shutil.copy(model_onnx, odd)
+    q = f"python={sys.executable}&identity_file={sshd.user_key}&ssh_config={sshd.ssh_config}"
+    target = resolve_target(f"ssh://{sshd.user}@127.0.0.1:{sshd.port}?{q}")
+    answer = target.run_probe(odd, FAST)
+    assert answer["runs"] == 10 and answer["inputs"][0]["shape"] == [1, 1, 28, 28]
+    assert not list(Path.home().glob("pwned*")) and not list(Path("/tmp").glob("pwned*"))
+
+
+# ------------------------------------------------------------------------------------- connection failures
+def test_wrong_port_is_unreachable(sshd):
+    closed = _free_port()
+    target = SSHTarget(parse_ssh_url(f"ssh://127.0.0.1:{closed}?ssh_config={sshd.ssh_config}"))
+    with pytest.raises(EdgekdError, match=r"cannot reach 127\.0\.0\.1:\d+ \(.*Connection refused"):
+        target.baseline()
+
+
+def test_unauthorised_key_fails_authentication(sshd):
+    from edgekd.profile.resolve import _validate
+
+    target = SSHTarget(_validate(sshd.spec_fields(identity_file=str(sshd.other_key)), "t"), name="t")
+    with pytest.raises(
+        EdgekdError, match=r"authentication to .* failed \(.*Permission denied.*authorized_keys"
+    ):
+        target.baseline()
+
+
+@pytest.mark.parametrize("kind", ["changed", "unknown"])
+def test_host_key_checking_stays_on(sshd, kind):
+    from edgekd.profile.resolve import _validate
+
+    if kind == "changed":  # known_hosts pins another key for this host: OpenSSH's MITM warning
+        other = " ".join(sshd.other_key.with_suffix(".pub").read_text().split()[:2])
+        config = sshd.client_config(f"[127.0.0.1]:{sshd.port} {other}\n")
+        expected = r"does NOT match known_hosts.*ssh-keygen -R"
+    else:
+        config = sshd.client_config("")
+        expected = r"is not in known_hosts.*ssh-keyscan -p \d+ 127\.0\.0\.1"
+    target = SSHTarget(_validate(sshd.spec_fields(ssh_config=str(config)), "t"), name="t")
+    with pytest.raises(EdgekdError, match=expected):
+        target.baseline()
+
+
+# ----------------------------------------------------------------------------------------- device failures
+def test_python_without_onnxruntime_says_how_to_install(sshd, tmp_path):
+    from edgekd.profile.resolve import _validate
+
+    bare = _wrapper(tmp_path, "bare-python", f'exec {sys.executable} -S "$@"')  # no site-packages
+    check = subprocess.run([str(bare), "-c", "import onnxruntime"], capture_output=True, text=True)
+    assert check.returncode != 0, "the wrapper must really lack onnxruntime"
+    target = SSHTarget(_validate(sshd.spec_fields(python=str(bare)), "t"), name="t")
+    with pytest.raises(
+        EdgekdError, match=r"has no numpy and no onnxruntime; .*pip install onnxruntime numpy"
+    ):
+        target.baseline()
+
+
+def test_missing_python_is_named(sshd):
+    from edgekd.profile.resolve import _validate
+
+    target = SSHTarget(_validate(sshd.spec_fields(python="/nonexistent/python3"), "t"), name="t")
+    with pytest.raises(EdgekdError, match=r"no Python '/nonexistent/python3' on .*install Python >= 3\.8"):
+        target.baseline()
+
+
+def test_probe_killed_on_the_device_is_reported_and_cleaned_up(sshd, model_onnx, tmp_path):
+    from edgekd.profile.resolve import _validate
+
+    # The interpreter dies by SIGKILL (as under the OOM killer) when it runs the probe; checks still pass.
+    dying = _wrapper(
+        tmp_path, "dying-python", f'[ "$1" = probe.py ] && kill -KILL $$\nexec {sys.executable} "$@"'
+    )
+    target = SSHTarget(_validate(sshd.spec_fields(python=str(dying)), "t"), name="t")
+    before = _remote_dirs()
+    with pytest.raises(EdgekdError, match=r"profiling probe on t failed \(killed by SIGKILL\)"):
+        target.run_probe(model_onnx, FAST)
+    assert _remote_dirs() == before
+
+
+def test_probe_error_on_the_device_is_one_line(sshd, tmp_path):
+    from edgekd.profile.resolve import _validate
+
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("this is not a model\n")
+    target = SSHTarget(_validate(sshd.spec_fields(), "t"), name="t")
+    with pytest.raises(
+        EdgekdError, match=r"profiling probe on t failed: onnxruntime could not load notes\.onnx"
+    ):
+        target.run_probe(not_onnx, FAST)
+
+
+def test_device_side_timeout_stops_the_probe(sshd, model_onnx):
+    from edgekd.profile.resolve import _validate
+
+    target = SSHTarget(_validate(sshd.spec_fields(), "t"), name="t")
+    before = _remote_dirs()
+    with pytest.raises(
+        EdgekdError, match=r"timed out after 1 s measuring resnet20\.onnx; raise profile\.timeout_s"
+    ):
+        target.run_probe(model_onnx, ProbeSettings(threads=1, warmup=0, runs=10**7, timeout_s=1))
+    assert _remote_dirs() == before
+
+
+# ------------------------------------------------------------------------------- names, URLs, targets.yaml
+def test_resolution_order_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEKD_TARGETS", str(tmp_path / "targets.yaml"))
+    assert type(resolve_target("local")).__name__ == "LocalTarget"
+    with pytest.raises(
+        InputError, match=r"unknown target 'pi5'.*ssh://user@host\[:port\].*no .*targets\.yaml"
+    ):
+        resolve_target("pi5")
+    (tmp_path / "targets.yaml").write_text("targets:\n  pi5: {host: pi5.local, user: pi, threads: [1, 4]}\n")
+    spec = resolve_target("pi5").spec
+    assert (spec.destination, spec.port, spec.python, spec.threads) == (
+        "pi@pi5.local",
+        None,
+        "python3",
+        [1, 4],
+    )
+    with pytest.raises(InputError, match=r"unknown target 'pi6'; did you mean 'pi5'"):
+        resolve_target("pi6")
+    with pytest.raises(InputError, match=r"target 'ssh' needs a device"):
+        resolve_target("ssh")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ssh://pi@host:99999", "not a valid ssh URL"),
+        ("ssh://pi@host/home", "not a valid ssh URL"),
+        ("ssh://pi:secret@host", "passwords in URLs are not supported"),
+        ("ssh://-oProxyCommand=x", "host: must be a plain name"),
+        ("ssh://pi@host?pyhton=/x", "pyhton: unknown key; did you mean 'python'"),
+        ("ssh://pi@host?threads=a", "threads must be comma-separated integers"),
+    ],
+)
+def test_bad_urls_are_input_errors(url, message):
+    with pytest.raises(InputError, match=message):
+        parse_ssh_url(url)
+
+
+def test_ipv6_url_and_relative_paths_in_targets_file(tmp_path):
+    spec = parse_ssh_url("ssh://pi@[fe80::1]:2222?threads=1,4&connect_timeout_s=3")
+    assert (spec.host, spec.port, spec.threads, spec.connect_timeout_s) == ("fe80::1", 2222, [1, 4], 3)
+    (tmp_path / "keys").mkdir()
+    path = tmp_path / "targets.yaml"
+    path.write_text("targets:\n  jetson: {host: jet, identity_file: keys/id, notes: Orin Nano}\n")
+    assert load_targets_file(path)["jetson"].identity_file == str(tmp_path / "keys" / "id")
+    path.write_text("targets:\n  jetson: {hots: jet}\n")
+    with pytest.raises(InputError, match=r"targets\.jetson: hots: unknown key; did you mean 'host'"):
+        load_targets_file(path)
+    path.write_text("targets:\n  local: {host: x}\n")
+    with pytest.raises(InputError, match="reserved"):
+        load_targets_file(path)
+    path.write_text("- not a mapping\n")
+    with pytest.raises(InputError, match="expected a 'targets:' mapping"):
+        load_targets_file(path)
+
+
+def test_missing_identity_file_fails_before_connecting(tmp_path):
+    with pytest.raises(InputError, match=r"identity_file .*nokey not found"):
+        SSHTarget(parse_ssh_url(f"ssh://pi@host?identity_file={tmp_path / 'nokey'}"))
