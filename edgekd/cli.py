@@ -6,94 +6,26 @@ Errors are one line on stderr; ``--debug`` (or ``EDGEKD_DEBUG=1``) shows the tra
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import os
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
 from edgekd import __version__
-from edgekd.errors import EdgekdError, InputError
-
-log = logging.getLogger("edgekd")
-
-SET_HELP = "Override a recipe value: section.key=value (repeatable; values parsed as YAML; rightmost wins)."
-
-
-def _setup_console_logging(debug: bool) -> None:
-    if not any(getattr(h, "_edgekd_console", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._edgekd_console = True  # type: ignore[attr-defined]
-        log.addHandler(handler)
-    log.setLevel(logging.DEBUG if debug else logging.INFO)
-    for h in log.handlers:
-        if getattr(h, "_edgekd_console", False):
-            h.setLevel(logging.DEBUG if debug else logging.INFO)
-
-
-def command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a subcommand ``--debug`` and the error policy: EdgekdError → one line + its exit code."""
-
-    @click.option("--debug", is_flag=True, help="Show full tracebacks and debug logging.")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
-        debug = debug or os.environ.get("EDGEKD_DEBUG") == "1"
-        _setup_console_logging(debug)
-        try:
-            return fn(*args, **kwargs)
-        except EdgekdError as exc:
-            if debug:
-                traceback.print_exc()
-            click.echo(f"edgekd: error: {one_line(str(exc))}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("edgekd: interrupted", err=True)
-            sys.exit(130)
-        except Exception as exc:  # an unexpected failure is a bug: keep it one line unless --debug
-            if debug:
-                traceback.print_exc()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(
-                f"edgekd: internal error: {type(exc).__name__}: {first[:300]} (rerun with --debug for the traceback)",
-                err=True,
-            )
-            sys.exit(1)
-
-    return wrapper
-
-
-def one_line(text: str) -> str:
-    """Errors are one line on stderr whatever a message embeds (e.g. a YAML key holding a newline)."""
-    return " ".join(text.split())
-
-
-def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        human()
-
-
-def _load(recipe_path: Path, overrides: tuple[str, ...], trust_checkpoint: bool = False):  # noqa: ANN202
-    """Load the recipe; ``--trust-checkpoint`` is the rightmost override of ``teacher.trust_checkpoint``."""
-    from edgekd.recipe import load_recipe
-
-    extra = ("teacher.trust_checkpoint=true",) if trust_checkpoint else ()
-    return load_recipe(recipe_path, (*overrides, *extra))
-
-
-def _existing_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Path validation that exits with code 2 and one line, like every other bad input."""
-    if value is not None and not Path(value).is_file():
-        raise click.BadParameter(f"{value}: file not found")
-    return value
+from edgekd.cli_support import (
+    JSON_OPT,
+    OUT_OPT,
+    RECIPE_ARG,
+    SET_OPT,
+    TRUST_OPT,
+    command,
+    emit,
+    existing_file,
+    load,
+    one_line,
+)
+from edgekd.errors import InputError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -108,20 +40,12 @@ def cli() -> None:
     """
 
 
-TRUST_OPT = click.option(
-    "--trust-checkpoint",
-    is_flag=True,
-    help="Allow full unpickling of teacher.checkpoint, which can run code from the file (trusted files only). "
-    "Same as --set teacher.trust_checkpoint=true.",
-)
-
-
 @cli.command(short_help="Train a teacher from a recipe.")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option(
     "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Where teacher.pt goes."
 )
-@click.option("--set", "overrides", multiple=True, help=SET_HELP)
+@SET_OPT
 @click.option("--resume", is_flag=True, help="Continue from out/state/train-last.pt.")
 @TRUST_OPT
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -138,7 +62,7 @@ def train(
     from edgekd.engine.teacher import train_teacher
     from edgekd.results import to_dict
 
-    run = train_teacher(_load(recipe, overrides, trust_checkpoint), out_dir, resume=resume)
+    run = train_teacher(load(recipe, overrides, trust_checkpoint), out_dir, resume=resume)
     emit(
         {
             "checkpoint": str(run.checkpoint),
@@ -151,18 +75,6 @@ def train(
         as_json,
         lambda: click.echo(f"teacher: {run.checkpoint} metrics {run.result.metrics} sha256 {run.sha256}"),
     )
-
-
-RECIPE_ARG = click.argument("recipe", type=click.Path(path_type=Path))
-OUT_OPT = click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Run directory (created if missing).",
-)
-SET_OPT = click.option("--set", "overrides", multiple=True, help=SET_HELP)
-JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 
 
 @cli.command(short_help="Run the whole pipeline into a run directory.")
@@ -181,6 +93,13 @@ JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print the resul
 )
 @TRUST_OPT
 @JSON_OPT
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Distill data-parallel with N processes on this machine (torchrun; data.batch_size is the global batch).",
+)
 @command
 def compress(
     recipe: Path,
@@ -190,6 +109,7 @@ def compress(
     force: bool,
     trust_checkpoint: bool,
     as_json: bool,
+    nproc: int,
 ) -> None:
     """Run the whole pipeline: evaluate the teacher, prune, distill, export ONNX (+ parity), profile, report.
 
@@ -200,8 +120,14 @@ def compress(
     from edgekd.pipeline import compress as run_compress
     from edgekd.report.view import headline
 
-    report = run_compress(_load(recipe, overrides, trust_checkpoint), out_dir, resume=resume, force=force)
-    emit(report, as_json, lambda: click.echo(f"{headline(report)}\nreport: {out_dir / 'report.md'}"))
+    resolved = load(recipe, overrides, trust_checkpoint)  # a bad recipe fails here, before any rank starts
+    if nproc > 1:
+        from edgekd.launch import launch
+
+        return launch(nproc, resolved.data.batch_size)
+    report = run_compress(resolved, out_dir, resume=resume, force=force)
+    if report is not None:  # None on ranks other than 0 of a distributed run: rank 0 prints
+        emit(report, as_json, lambda: click.echo(f"{headline(report)}\nreport: {out_dir / 'report.md'}"))
 
 
 @cli.command(short_help="Prune the teacher into OUT/student.pt.")
@@ -217,7 +143,7 @@ def prune(
     """Prune the teacher (section `prune`) and write the un-distilled student to OUT/student.pt."""
     from edgekd.stages import prune_only
 
-    result = prune_only(_load(recipe, overrides, trust_checkpoint), out_dir)
+    result = prune_only(load(recipe, overrides, trust_checkpoint), out_dir)
     emit(
         result,
         as_json,
@@ -236,7 +162,7 @@ def prune(
     "--student",
     "student_path",
     type=click.Path(path_type=Path),
-    callback=_existing_file,
+    callback=existing_file,
     help="Student to distill (default: OUT/student.pt, e.g. from `edgekd prune`).",
 )
 @TRUST_OPT
@@ -253,12 +179,12 @@ def distill(
     """Distill a (pruned) student from the recipe's teacher (section `distill`); rewrites OUT/student.pt."""
     from edgekd.stages import distill_only
 
-    result = distill_only(_load(recipe, overrides, trust_checkpoint), out_dir, student_path)
+    result = distill_only(load(recipe, overrides, trust_checkpoint), out_dir, student_path)
     emit(result, as_json, lambda: click.echo(f"distilled: {result['metrics']} → {out_dir / 'student.pt'}"))
 
 
 @cli.command(short_help="Export a student.pt to ONNX (+ parity).")
-@click.argument("student", type=click.Path(path_type=Path), callback=_existing_file)
+@click.argument("student", type=click.Path(path_type=Path), callback=existing_file)
 @click.option(
     "--out",
     "out_dir",
@@ -278,19 +204,20 @@ def export(
     from edgekd.results import to_dict
     from edgekd.stages import export_only
 
-    artifact = export_only(student, out_dir or student.parent, overrides, trust=trust_checkpoint)
-    emit(
-        to_dict(artifact),
-        as_json,
-        lambda: click.echo(
-            f"{artifact.path}: parity max|Δ| {artifact.parity.max_abs_diff:.2e}, agreement "
-            f"{artifact.parity.agreement:.4f}; ORT metrics {artifact.metrics}"
-        ),
-    )
+    fp32, *variants = export_only(student, out_dir or student.parent, overrides, trust=trust_checkpoint)
+
+    def human() -> None:
+        for a in (fp32, *variants):
+            click.echo(
+                f"{a.path}: parity max|Δ| {a.parity.max_abs_diff:.2e}, agreement {a.parity.agreement:.4f}; "
+                f"ORT metrics {a.metrics}"
+            )
+
+    emit({**to_dict(fp32), "variants": [to_dict(a) for a in variants]}, as_json, human)
 
 
 @cli.command(short_help="Latency and memory of any ONNX file.")
-@click.argument("model", type=click.Path(path_type=Path), callback=_existing_file)
+@click.argument("model", type=click.Path(path_type=Path), callback=existing_file)
 @click.option(
     "--threads",
     multiple=True,
@@ -315,7 +242,15 @@ def export(
     multiple=True,
     default=("local",),
     show_default=True,
-    help="Where to run (registered target name; repeatable).",
+    help="Where to run: local, ssh://user@host[:port], or a name from targets.yaml ($EDGEKD_TARGETS); "
+    "repeatable.",
+)
+@click.option(
+    "--max-ms",
+    "max_ms",
+    multiple=True,
+    metavar="Q=MS",
+    help="Deploy gate, e.g. p90=20: exit 3 when any setting's percentile (p50|p90|p99) exceeds MS.",
 )
 @JSON_OPT
 @command
@@ -327,9 +262,16 @@ def profile(
     time_budget: float,
     warmup: int,
     targets: tuple[str, ...],
+    max_ms: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Measure latency and peak memory of any ONNX file with ONNX Runtime (fresh process per setting)."""
+    """Measure latency and peak memory of any ONNX file with ONNX Runtime (fresh process per setting).
+
+    The probe runs in a fresh process per setting, on this machine or on a device over SSH (the system
+    ssh/scp, so ~/.ssh/config, keys and ProxyJump apply; the device needs Python >= 3.8, numpy and
+    onnxruntime, not edgekd).
+    """
+    from edgekd.gates import latency_gates, parse_latency_limits, raise_if_failed
     from edgekd.profile import run as run_profile
     from edgekd.recipe.schema import ProfileConfig
     from edgekd.results import to_dict
@@ -345,6 +287,7 @@ def profile(
         )
     except ValueError as exc:
         raise InputError(f"profile: {exc}") from None
+    limits = parse_latency_limits(max_ms, targets)  # bad gates fail before anything is timed
     profiles = run_profile({model.name: model}, cfg)[model.name]
 
     def human() -> None:
@@ -358,6 +301,7 @@ def profile(
             )
 
     emit([to_dict(p) for p in profiles], as_json, human)
+    raise_if_failed([g for gate in limits for g in latency_gates(model.name, profiles, gate)])
 
 
 @cli.command(short_help="Regenerate the human reports of a run.")

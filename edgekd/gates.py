@@ -18,16 +18,19 @@ Recipe::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from edgekd.errors import EdgekdError, GateError
-from edgekd.results import Artifact, Gate
+from edgekd.errors import EdgekdError, GateError, InputError
+from edgekd.results import Artifact, Gate, Profile
 
 if TYPE_CHECKING:
-    from edgekd.recipe.gates import GatesConfig
+    from edgekd.recipe.gates import GatesConfig, LatencyGate
+    from edgekd.recipe.schema import ExportConfig
     from edgekd.tasks.base import Task
 
 TEACHER_ARTIFACT = "teacher.onnx"
+INT8_MIN_AGREEMENT = 0.97  # edgekd.export.quantize's default (not imported: this module stays torch-free)
 MIB = 1024 * 1024
 
 
@@ -63,6 +66,26 @@ def evaluate_gates(cfg: GatesConfig, artifacts: list[Artifact], task: Task) -> l
     return gates
 
 
+def parity_gates(artifacts: list[Artifact], cfg: ExportConfig) -> list[Gate]:
+    """One parity gate per ONNX artifact (all passed: a failed parity stops the export stage).
+
+    Recorded anyway so ``gates[]`` lists every check the shipped files went through. FP32 and FP16 files are
+    gated on ``max |PyTorch - ORT|`` (``parity:<file>``); INT8 files on prediction agreement
+    (``parity_agreement:<file>``), because quantization moves logits by an amount no absolute limit fits.
+    """
+    gates = []
+    for a in artifacts:
+        if a.parity is None:
+            continue
+        if a.precision == "int8":
+            limit = cfg.int8.min_agreement if cfg.int8 else INT8_MIN_AGREEMENT
+            gates.append(Gate(f"parity_agreement:{a.name}", a.parity.agreement, limit, a.parity.passed))
+        else:
+            atol = cfg.fp16.atol if a.precision == "fp16" and cfg.fp16 else cfg.parity_atol
+            gates.append(Gate(f"parity:{a.name}", a.parity.max_abs_diff, atol, a.parity.passed))
+    return gates
+
+
 def raise_if_failed(gates: list[Gate]) -> None:
     """GateError (exit 3) naming every failed gate, its value and limit; nothing when all passed."""
     failed = [g for g in gates if not g.passed]
@@ -75,29 +98,58 @@ def raise_if_failed(gates: list[Gate]) -> None:
 
 
 def _latency(cfg: GatesConfig, art: Artifact) -> list[Gate]:
-    gate = cfg.max_latency_ms
-    assert gate is not None  # checked by the caller
+    assert cfg.max_latency_ms is not None  # checked by the caller
+    return latency_gates(art.name, art.profiles, cfg.max_latency_ms)
+
+
+def parse_latency_limits(specs: Iterable[str], targets: Iterable[str]) -> list[LatencyGate]:
+    """``("p90=20", "p99=35")`` → one :class:`LatencyGate` per target (``edgekd profile --max-ms``).
+
+    Raises:
+        InputError: a spec that is not ``p50|p90|p99=<milliseconds > 0>``.
+    """
+    from edgekd.recipe.gates import LatencyGate
+
+    limits: dict[str, float] = {}
+    for spec in specs:
+        quantile, _, value = spec.partition("=")
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = -1.0
+        if quantile.strip() not in ("p50", "p90", "p99") or not ms > 0:
+            raise InputError(f"--max-ms {spec!r}: expected p50|p90|p99=MILLISECONDS, e.g. p90=20")
+        limits[quantile.strip()] = ms
+    return [LatencyGate(target=t, **limits) for t in targets] if limits else []
+
+
+def latency_gates(name: str, profiles: Iterable[Profile], gate: LatencyGate) -> list[Gate]:
+    """One gate per matching profile and limited percentile (``edgekd profile --max-p90`` uses it too).
+
+    Raises:
+        EdgekdError: no profile of ``name`` on the gate's target (and thread count).
+    """
     limits = {q: getattr(gate, q) for q in ("p50", "p90", "p99") if getattr(gate, q) is not None}
-    profiles = [
+    matching = [
         p
-        for p in art.profiles
+        for p in profiles
         if p.target == gate.target
         and (gate.threads is None or p.device.get("threads_requested", p.threads) == gate.threads)
     ]
-    if not profiles:
+    if not matching:
         threads = "" if gate.threads is None else f" at threads {gate.threads}"
         raise EdgekdError(
-            f"gates.max_latency_ms: {art.name} has no profile on target '{gate.target}'{threads}; add the "
+            f"gates.max_latency_ms: {name} has no profile on target '{gate.target}'{threads}; add the "
             "target to profile.targets (and the thread count to profile.threads)"
         )
     return [
         Gate(
-            f"max_latency_ms:{art.name}@{p.target}:threads={p.threads}:batch={p.batch}:{q}",
+            f"max_latency_ms:{name}@{p.target}:threads={p.threads}:batch={p.batch}:{q}",
             getattr(p.latency_ms, q),
             limit,
             getattr(p.latency_ms, q) <= limit,
         )
-        for p in profiles
+        for p in matching
         for q, limit in limits.items()
     ]
 

@@ -13,12 +13,10 @@ in a resumed one, so both train exactly the same model.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,115 +24,29 @@ from torch import nn
 
 from edgekd import __version__
 from edgekd.data import DataBundle, build_data
-from edgekd.engine.evaluate import evaluate_model
-from edgekd.engine.teacher import build_teacher
+from edgekd.engine.distributed import requested_world_size, world_size
+from edgekd.engine.teacher import build_extra_teachers, build_teacher
 from edgekd.engine.trainer import seed_everything
 from edgekd.errors import InputError
+from edgekd.gates import evaluate_gates, parity_gates, raise_if_failed
 from edgekd.io import RunLock, remove_stale_temporaries, sha256_file, write_text
-from edgekd.models.complexity import count_complexity
+from edgekd.ranks import compress_on_ranks, serving_ranks, share_distill_job
 from edgekd.recipe import Recipe, dump_recipe
-from edgekd.results import Artifact, Gate, ModelSummary, Profile, PruneResult, TrainResult, from_dict, to_dict
+from edgekd.results import Artifact, ModelSummary, Profile, PruneResult, TrainResult, from_dict, to_dict
 from edgekd.resume import RunState, hash_inputs, without_permissions
+from edgekd.run_support import (
+    StageClock,
+    check_teacher,
+    load_run_student,
+    pt_artifact,
+    run_log,
+    save_run_student,
+    summarize,
+)
 from edgekd.rundir import RunDir
-from edgekd.tasks import Task, get_task
+from edgekd.tasks import get_task
 
 log = logging.getLogger("edgekd")
-
-
-@dataclass
-class StageClock:
-    """Wall-clock seconds per stage, for ``report.json["stages"]`` (and the slowest-stage line)."""
-
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[dict[str, Any]]:
-        info: dict[str, Any] = {}
-        log.info("── %s", name)
-        start = time.perf_counter()
-        try:
-            yield info
-        finally:
-            self.stages[name] = {"seconds": round(time.perf_counter() - start, 3), **info}
-
-
-@contextlib.contextmanager
-def run_log(path: Path, append: bool = True) -> Iterator[None]:
-    """Mirror the ``edgekd`` logger (all levels) into ``RUN/edgekd.log`` for the run's duration.
-
-    The log is the one file not written atomically: it is meant to be read while the run is going, and a
-    killed run's log is most useful exactly as far as it got. A resumed run appends to it.
-    """
-    handler = logging.FileHandler(path, mode="a" if append else "w", encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("edgekd")
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
-        handler.close()
-
-
-def summarize(
-    model: nn.Module, data: DataBundle, task: Task, batch_size: int, what: str = "teacher.model"
-) -> ModelSummary:
-    """Params, MACs (batch 1, the one counter) and PyTorch eval metrics of a model.
-
-    Raises:
-        InputError: the MACs counter (a ``torch.jit`` trace) cannot trace the model; names what it tripped on.
-    """
-    try:
-        cost = count_complexity(model, data.example_input(1))
-    except Exception as exc:  # the tracer raises RuntimeError/TypeError/… on whatever it cannot follow
-        detail = " ".join(str(exc).split())[:240] or type(exc).__name__
-        raise InputError(
-            f"{what}: the MACs counter cannot trace the model ({type(exc).__name__}: {detail}); make forward "
-            "traceable: tensor outputs, no Python control flow on tensor values"
-        ) from exc
-    metrics = evaluate_model(model, data.eval_loader(batch_size), task)
-    return ModelSummary(params=cost.params, macs=cost.macs, metrics=metrics)
-
-
-def student_meta(recipe: Recipe, prune: PruneResult | None, distill: TrainResult | None) -> dict[str, Any]:
-    """What ``student.pt`` carries besides weights: enough for ``edgekd export student.pt`` to run alone."""
-    return {
-        "edgekd_version": __version__,
-        "recipe": recipe.to_yaml_dict(),
-        "prune": to_dict(prune) if prune else None,
-        "metrics": distill.metrics if distill else None,
-    }
-
-
-def save_run_student(
-    path: Path,
-    student: nn.Module,
-    recipe: Recipe,
-    data: DataBundle,
-    prune: PruneResult | None,
-    distill: TrainResult | None,
-) -> None:
-    """Write ``student.pt`` with the metadata that lets ``edgekd export student.pt`` run on its own."""
-    from edgekd.models.student_file import save_student
-
-    meta = student_meta(recipe, prune, distill)
-    save_student(path, student, recipe.teacher.model, data.num_classes, data.in_channels, meta)
-
-
-def pt_artifact(path: Path, metrics: dict[str, float]) -> Artifact:
-    return Artifact(
-        name="student.pt",
-        path=path.name,
-        format="pt",
-        precision="fp32",
-        sha256=sha256_file(path),
-        size_bytes=path.stat().st_size,
-        metrics=metrics,
-    )
 
 
 def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = False) -> dict[str, Any]:
@@ -148,6 +60,10 @@ def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = Fals
             artifacts in ``out`` are removed first.
         force: with ``resume``, accept a recipe that differs from the run's; only affected stages rerun.
 
+    Returns:
+        The report. Under torchrun (``WORLD_SIZE`` > 1) every rank calls this and distils data-parallel
+        (see :mod:`edgekd.ranks`); rank 0 alone writes ``out`` and returns the report, the others ``None``.
+
     Raises:
         InputError: bad recipe values discovered while building data/models, or a resume with a different
             recipe (exit 2).
@@ -155,6 +71,8 @@ def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = Fals
     """
     if force and not resume:
         raise InputError("--force only applies to --resume (a new run always uses the recipe as given)")
+    if requested_world_size() > 1 and not serving_ranks():  # one rank of a torchrun job (see edgekd.ranks)
+        return compress_on_ranks(recipe, out, resume, force)  # type: ignore[return-value]
     run = RunDir(out).create()
     with RunLock(run.root):
         state = RunState(run)
@@ -210,7 +128,11 @@ class _Pipeline:
         with self.clock.stage("data") as info:
             self.data = build_data(recipe.data)
             info.update(train=len(self.data.train), eval=len(self.data.eval))
+        self.task = get_task(recipe.task, self.data)  # specialised to the targets (e.g. gaze angles)
         self.teacher = build_teacher(recipe, self.data)
+        self.extra_teachers = build_extra_teachers(
+            recipe, self.data
+        )  # fail on a bad checkpoint before pruning
         check_teacher(self.teacher, self.data, self.task)
         teacher_summary, inputs = self.summarize_teacher()
         prune_result, inputs = self.prune(inputs)
@@ -218,11 +140,8 @@ class _Pipeline:
         artifacts, inputs = self.export(inputs)
         artifacts = self.profile(inputs, artifacts)
         artifacts.append(pt_artifact(self.run.student_pt, student_summary.metrics))
-        gates = [
-            Gate(f"parity:{a.name}", a.parity.max_abs_diff, recipe.export.parity_atol, a.parity.passed)
-            for a in artifacts
-            if a.parity is not None
-        ]
+        gates = parity_gates(artifacts, recipe.export)
+        gates += evaluate_gates(recipe.gates, artifacts, self.task)
         report = build_report(
             recipe=recipe.to_yaml_dict(),
             task=recipe.task,
@@ -235,8 +154,11 @@ class _Pipeline:
             stages=self.clock.stages,
         )
         report["reproducibility"] = reproducibility(recipe, self.clock.stages)
+        if self.task.dense_output and {"md", "html"} & set(recipe.report.formats):
+            segmentation_strip(self.run, self.data)
         write_reports(self.run.root, report, recipe.report.formats)
         log.info("done: %s", self.run.report_md if "md" in recipe.report.formats else self.run.report_json)
+        raise_if_failed(gates)  # exit 3 only now: a gated CI job still gets every file and the report
         return report
 
     def summarize_teacher(self) -> tuple[ModelSummary, str]:
@@ -289,15 +211,19 @@ class _Pipeline:
                 "upstream": upstream,
                 "pruned": sha256_file(self.pruned_pt),
                 "distill": _plain(recipe.distill),
+                "extra_teachers": [
+                    t.checkpoint and sha256_file(t.checkpoint) for t in recipe.distill.extra_teachers
+                ],
             }
         )
 
         def compute(info: dict[str, Any]) -> tuple[list[Path], Any]:
             student = load_run_student(self.pruned_pt, recipe)
             checkpoint, resume = self.state.training_checkpoint("distill", inputs, self.resuming)
+            share_distill_job(self.pruned_pt)  # the other ranks of a distributed run train with this one
             result = distill.run(
                 student,
-                [self.teacher],
+                [self.teacher, *self.extra_teachers],
                 data,
                 self.task,
                 recipe.distill,
@@ -307,6 +233,8 @@ class _Pipeline:
                 resume=resume,
             )
             info.update(epochs=result.epochs, best_epoch=result.best_epoch, resumed_checkpoint=resume)
+            info.update(ranks=world_size())  # data-parallel processes (rounding differs with the count)
+            info.update(teachers=1 + len(recipe.distill.extra_teachers))
             save_run_student(run.student_pt, student, recipe, data, prune_result, result)
             self.student = student
             summary = summarize(
@@ -315,6 +243,7 @@ class _Pipeline:
             return [run.student_pt], {"train": to_dict(result), "student": to_dict(summary)}
 
         result = self.stage("distill", inputs, compute)
+        share_distill_job(None)  # reused from a resumed run: the other ranks have nothing to train
         return from_dict(TrainResult, result["train"]), from_dict(ModelSummary, result["student"]), inputs
 
     def export(self, upstream: str) -> tuple[list[Artifact], str]:
@@ -335,7 +264,11 @@ class _Pipeline:
                 )
                 for model, path, role in models
             ]
-            return [run.teacher_onnx, run.student_onnx], to_dict(artifacts)
+            artifacts += export.export_variants(
+                run.student_onnx, student, self.data, self.task, recipe.export, run.root, recipe.seed
+            )
+            outputs = [run.teacher_onnx, run.student_onnx, *export.variant_paths(recipe.export, run.root)]
+            return outputs, to_dict(artifacts)
 
         return [from_dict(Artifact, a) for a in self.stage("export", inputs, compute)], inputs
 
@@ -381,38 +314,13 @@ def reproducibility(recipe: Recipe, stages: dict[str, dict[str, Any]]) -> dict[s
     }
 
 
-def check_teacher(teacher: nn.Module, data: DataBundle, task: Task) -> None:
-    """Fail fast, as bad input naming the layer, when the teacher cannot take the dataset's images.
+def segmentation_strip(run: RunDir, data: DataBundle) -> Path:
+    """``plots/segmentation.png``: a few eval images with the masks of the shipped teacher and student files."""
+    from edgekd.export.ort import OrtPredictor, create_session
+    from edgekd.report.samples import SEGMENTATION_PLOT, write_segmentation_strip
 
-    Without this, a wrong ``in_channels`` or an output the task cannot read surfaces as a bare shape or type
-    error deep inside evaluation.
-    """
-    from edgekd.prune.layers import forward_or_explain
-
-    out = forward_or_explain(
-        teacher.eval(),
-        data.example_input(2),
-        "teacher.model",
-        "check teacher.model (in_channels, num_classes, args) against the dataset",
-    )
-    try:
-        task.output_tensor(out)
-    except TypeError as exc:
-        raise InputError(
-            f"teacher.model: {exc}; return a tensor, a tuple starting with one, or a dict with key 'out'"
-        ) from None
-
-
-def load_run_student(path: Path, recipe: Recipe) -> nn.Module:
-    """Load a student edgekd wrote for ``recipe``; a ``module:factory`` spec is trusted only if the recipe names it.
-
-    A factory spec imports and runs code. The recipe naming the same spec is the user's opt-in (the teacher
-    was built from it already); a file naming any other factory is refused by ``load_student``.
-    """
-    from edgekd.models.student_file import load_student, read_student_meta
-
-    stored = read_student_meta(path).get("recipe", {}).get("teacher", {}).get("model")
-    return load_student(path, trust=stored == recipe.teacher.model.model_dump(mode="json"))
+    teacher, student = (OrtPredictor(create_session(p)) for p in (run.teacher_onnx, run.student_onnx))
+    return write_segmentation_strip(run.plots / SEGMENTATION_PLOT, data, teacher, student)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

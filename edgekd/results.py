@@ -58,6 +58,7 @@ class PruneResult:
     steps: int
     layers: tuple[LayerChannels, ...]
     seconds: float
+    round_to: int | None = None  # the rounding actually used (prune may lower the recipe's to meet the goal)
 
     @property
     def macs_reduction(self) -> float:

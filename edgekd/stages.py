@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.data import build_data
-from edgekd.engine.teacher import build_teacher
+from edgekd.engine.teacher import build_extra_teachers, build_teacher
 from edgekd.engine.trainer import seed_everything
 from edgekd.errors import InputError
 from edgekd.io import RunLock, write_json, write_text
-from edgekd.pipeline import check_teacher, load_run_student, run_log, save_run_student
 from edgekd.recipe import Recipe, apply_overrides, dump_recipe, recipe_from_dict
 from edgekd.results import Artifact, PruneResult, to_dict
 from edgekd.resume import RunState
+from edgekd.run_support import check_teacher, load_run_student, run_log, save_run_student
 from edgekd.rundir import RunDir
 from edgekd.tasks import get_task
 
@@ -32,7 +32,7 @@ def prune_only(recipe: Recipe, out: Path) -> dict[str, Any]:
         seed_everything(recipe.seed)
         data = build_data(recipe.data)
         teacher = build_teacher(recipe, data)
-        student, result = prune.run(teacher, data, get_task(recipe.task), recipe.prune, recipe.seed)
+        student, result = prune.run(teacher, data, get_task(recipe.task, data), recipe.prune, recipe.seed)
         save_run_student(run.student_pt, student, recipe, data, result, None)
         summary = {
             **to_dict(result),
@@ -56,13 +56,13 @@ def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) ->
         meta = read_student_meta(source)
         student = load_run_student(source, recipe)
         data = build_data(recipe.data)
-        task = get_task(recipe.task)
+        task = get_task(recipe.task, data)
         teacher = build_teacher(recipe, data)
         check_teacher(teacher, data, task)
         RunState(run).forget("distill")
         result = distill.run(
             student,
-            [teacher],
+            [teacher, *build_extra_teachers(recipe, data)],
             data,
             task,
             recipe.distill,
@@ -80,9 +80,13 @@ def distill_only(recipe: Recipe, out: Path, student_path: Path | None = None) ->
 
 def export_only(
     student_path: Path, out: Path, overrides: tuple[str, ...] = (), trust: bool = False
-) -> Artifact:
-    """Export a ``student.pt`` to ``OUT/student.onnx``; data, task and export settings come from its metadata."""
-    from edgekd.export import export_onnx
+) -> list[Artifact]:
+    """Export a ``student.pt`` to ``OUT/student.onnx`` (then ``student.int8/fp16.onnx`` if enabled).
+
+    Data, task and export settings come from the file's metadata (``--set`` overrides apply), so
+    ``--set export.int8=true`` adds the INT8 file to an earlier run's student. Returns the FP32 artifact first.
+    """
+    from edgekd.export import export_onnx, export_variants
     from edgekd.models.student_file import load_student, read_student_meta
 
     meta = read_student_meta(student_path)
@@ -95,17 +99,23 @@ def export_only(
     with RunLock(run.root), run_log(run.log):
         student = load_student(student_path, trust=trust)
         data = build_data(recipe.data)
-        artifact = export_onnx(
-            student,
-            data,
-            get_task(recipe.task),
-            recipe.export,
-            run.student_onnx,
-            name="student.onnx",
-            metadata={"role": "student"},
+        task = get_task(recipe.task, data)
+        artifacts = [
+            export_onnx(
+                student,
+                data,
+                task,
+                recipe.export,
+                run.student_onnx,
+                name="student.onnx",
+                metadata={"role": "student"},
+            )
+        ]
+        artifacts += export_variants(
+            run.student_onnx, student, data, task, recipe.export, run.root, recipe.seed
         )
-        write_json(run.stage_result("export"), to_dict(artifact))
-        return artifact
+        write_json(run.stage_result("export"), to_dict(artifacts))
+        return artifacts
 
 
 def _prune_result(record: dict[str, Any]) -> PruneResult:

@@ -196,7 +196,12 @@ RECIPE_CASES: dict[str, tuple[Callable[[Path], tuple[Path, list[str]]], str]] = 
         "teacher.model fails a forward pass in module 'stem.0'",
     ),
     "breaks_when_pruned": (
-        lambda t: (teacher_recipe(t, None, "{name: 'tests.test_bad_input:breaks_when_pruned'}"), []),
+        lambda t: (
+            teacher_recipe(
+                t, None, "{name: 'tests.test_bad_input:breaks_when_pruned'}", "prune: {round_to: null}\n"
+            ),
+            [],
+        ),
         "the pruned model fails a forward pass in module 'head'",
     ),
     "untraceable_model": (

@@ -130,6 +130,19 @@ def test_export_command_takes_a_student_pt(compressed, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     artifact = json.loads(proc.stdout)
     assert artifact["parity"]["passed"] and (tmp_path / "student.onnx").is_file()
+    assert artifact["variants"] == []
+
+
+def test_export_command_adds_int8_and_fp16_files(compressed, tmp_path):
+    student = str(compressed[0] / "student.pt")
+    proc = run_cli("export", student, "--out", str(tmp_path), "--set", "export.int8={calibration_samples: 64}",
+                   "--set", "export.fp16=true", "--json")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    variants = {v["name"]: v for v in json.loads(proc.stdout)["variants"]}
+    assert set(variants) == {"student.int8.onnx", "student.fp16.onnx"}
+    assert variants["student.int8.onnx"]["precision"] == "int8"
+    assert variants["student.int8.onnx"]["parity"]["agreement"] >= 0.97
+    assert all((tmp_path / name).is_file() for name in variants)
 
 
 def test_profile_command_on_any_onnx(compressed):

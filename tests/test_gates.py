@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from edgekd.errors import EdgekdError, GateError
+from edgekd.errors import EdgekdError, GateError, InputError
 from edgekd.gates import evaluate_gates, raise_if_failed
 from edgekd.recipe.gates import GatesConfig
-from edgekd.results import Artifact, LatencyStats, Profile
+from edgekd.results import Artifact, LatencyStats, Parity, Profile
 from edgekd.tasks import get_task
 
 
@@ -124,3 +124,62 @@ def test_gates_that_cannot_be_evaluated_say_why(cfg, message):
 def test_bad_gate_config_is_rejected(cfg, message):
     with pytest.raises(ValidationError, match=message):
         GatesConfig(**cfg)
+
+
+# ------------------------------------------------------------------------------- recipe and pipeline glue
+def _recipe(**sections):
+    from edgekd.recipe.schema import Recipe
+
+    return Recipe(teacher={"model": {"name": "resnet20"}}, **sections)
+
+
+def test_export_precisions_accept_true_false_and_settings():
+    assert _recipe().export.int8 is None and _recipe().export.fp16 is None
+    recipe = _recipe(export={"int8": True, "fp16": {"atol": 0.2}})
+    assert recipe.export.int8.calibration_samples == 256 and recipe.export.fp16.atol == 0.2
+    assert _recipe(export={"int8": False}).export.int8 is None
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"gates": {"artifact": "student.int8.onnx"}}, "export.int8 is not enabled"),
+        ({"gates": {"max_latency_ms": {"target": "pi5", "p90": 20}}}, "'pi5' is not in profile.targets"),
+    ],
+)
+def test_gates_on_what_the_recipe_does_not_produce_fail_at_load(sections, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        _recipe(**sections)
+
+
+def test_parity_gates_use_agreement_for_int8_and_the_fp16_tolerance():
+    from edgekd.gates import parity_gates
+    from edgekd.recipe.schema import ExportConfig
+
+    def with_parity(name: str, precision: str, diff: float, agreement: float) -> Artifact:
+        return Artifact(name, name, "onnx", precision, "0" * 64, 1, Parity(diff, agreement, True, 256))
+
+    arts = [
+        with_parity("student.onnx", "fp32", 2e-6, 1.0),
+        with_parity("student.int8.onnx", "int8", 0.3, 0.98),
+        with_parity("student.fp16.onnx", "fp16", 0.004, 1.0),
+    ]
+    gates = {g.name: g for g in parity_gates(arts, ExportConfig(int8=True, fp16={"atol": 0.05}))}
+    assert gates["parity:student.onnx"].limit == 1e-3
+    assert gates["parity_agreement:student.int8.onnx"].value == 0.98
+    assert gates["parity_agreement:student.int8.onnx"].limit == 0.97
+    assert gates["parity:student.fp16.onnx"].limit == 0.05
+    assert all(g.passed for g in gates.values())
+
+
+def test_profile_max_ms_parsing():
+    from edgekd.gates import parse_latency_limits
+
+    (gate,) = parse_latency_limits(["p90=20", "p50=5"], ["local"])
+    assert (gate.target, gate.p50, gate.p90, gate.p99) == ("local", 5.0, 20.0, None)
+    assert parse_latency_limits([], ["local"]) == []
+    for bad in ("p95=3", "p90=", "p90=-1", "20"):
+        with pytest.raises(InputError, match="--max-ms"):
+            parse_latency_limits([bad], ["local"])

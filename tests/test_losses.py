@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 
 import pytest
@@ -22,7 +23,7 @@ from edgekd.errors import InputError
 from edgekd.models import build_model
 from edgekd.recipe.schema import LossSpec, ModelSpec
 from edgekd.tasks import get_task
-from tests.conftest import QUICKSTART, run_cli
+from tests.conftest import QUICKSTART, TEACHER, run_cli
 from tests.test_cli import SMALL
 
 TASK = get_task("classification")
@@ -44,6 +45,7 @@ CASES: dict[str, dict] = {
     "pixel_kd": {},
     "cwd": {},
     "boundary_kd": {},
+    "reg_kd": {},
 }
 
 
@@ -452,3 +454,79 @@ def test_compress_with_ce_kd_and_fitnet_runs_end_to_end(tmp_path):
     student = {a["name"]: a for a in report["artifacts"]}["student.onnx"]
     assert student["parity"]["passed"]  # the adaptor did not leak into the exported student
     assert report["models"]["student"]["params"] == report["pruning"]["params_after"]
+
+
+def test_multi_teacher_recipe_with_an_extra_checkpoint_runs_end_to_end(tmp_path):
+    """distill.extra_teachers: a second checkpoint (path relative to the recipe) teaches beside the original."""
+    (tmp_path / "recipes").mkdir()
+    shutil.copy(TEACHER, tmp_path / "recipes" / "second.pt")
+
+    def recipe(checkpoint: str) -> str:
+        path = tmp_path / "recipes" / f"{checkpoint}.yaml"
+        path.write_text(
+            f"teacher: {{model: {{name: resnet20}}, checkpoint: {TEACHER}}}\n"
+            f"distill:\n  epochs: 1\n  extra_teachers: [{{model: {{name: resnet20}}, checkpoint: {checkpoint}}}]\n"
+            "  losses: [{name: ce, weight: 0.5}, {name: multi_teacher, weight: 0.5}]\n"
+        )
+        return str(path)
+
+    small = (
+        "--set",
+        "data.train_limit=512",
+        "--set",
+        "data.eval_limit=256",
+        "--set",
+        "report.formats=[json]",
+    )
+    proc = run_cli("compress", recipe("second.pt"), "--out", str(tmp_path / "run"), *small)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["stages"]["distill"]["teachers"] == 2
+    assert set(report["distillation"]["history"][0]["loss_terms"]) == {"ce", "multi_teacher"}
+    extra = report["recipe"]["distill"]["extra_teachers"][0]
+    assert extra["checkpoint"] == str(tmp_path / "recipes" / "second.pt")  # resolved against the recipe
+
+    proc = run_cli("compress", recipe("absent.pt"), "--out", str(tmp_path / "bad"), *small)
+    assert proc.returncode == 2 and "absent.pt: checkpoint not found" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "bad" / "student.pt").exists()
+
+
+def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
+    """distill.phases (thesis 003 in spirit): hints, then logits with the earlier best student as a teacher."""
+    phases = (
+        "distill.phases=["
+        "{name: hints, epochs: 1, lr: 0.02, losses: [{name: fitnet, student: layer2}]},"
+        "{name: review, epochs: 1, lr: 0.01, self_review: true,"
+        " losses: [{name: ce, weight: 0.5}, {name: multi_teacher, weight: 0.5}]}]"
+    )
+    small = (
+        "--set",
+        "data.train_limit=512",
+        "--set",
+        "data.eval_limit=256",
+        "--set",
+        "report.formats=[json]",
+    )
+    out = tmp_path / "run"
+    proc = run_cli("compress", str(QUICKSTART), "--out", str(out), *small, "--set", phases)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    history = report["distillation"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert set(history[0]["loss_terms"]) == {"fitnet"}
+    assert set(history[1]["loss_terms"]) == {"ce", "multi_teacher"}
+    assert (out / "state" / "distill-p2-last.pt").is_file()  # one epoch checkpoint per phase
+
+    bad = phases.replace("multi_teacher", "multi_teachr")
+    proc = run_cli("compress", str(QUICKSTART), "--out", str(tmp_path / "bad"), *small, "--set", bad)
+    assert proc.returncode == 2 and "distill.phases.1.losses.1.name" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_phase_checkpoint_names():
+    from pathlib import Path
+
+    from edgekd.distill.stage import phase_checkpoint
+
+    base = Path("run/state/distill-last.pt")
+    assert phase_checkpoint(base, 0) == base and phase_checkpoint(None, 2) is None
+    assert phase_checkpoint(base, 2) == Path("run/state/distill-p3-last.pt")

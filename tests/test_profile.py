@@ -249,3 +249,35 @@ def test_timeout_and_garbage_output_are_runtime_errors(conv_onnx):
 def test_config_rejects_inverted_run_bounds():
     with pytest.raises(ValidationError, match="min_runs"):
         ProfileConfig(min_runs=50, max_runs=10)
+
+
+# TensorRT via trtexec (Jetson). This machine has no trtexec: the parser is checked on trtexec's own output
+# format (TensorRT 8.5, as printed on a Jetson Orin), and the probe must report "none here" without failing.
+TRTEXEC_OUTPUT = """\
+[11/23/2026-10:01:02] [I] === Performance summary ===
+[11/23/2026-10:01:02] [I] Throughput: 1612.53 qps
+[11/23/2026-10:01:02] [I] Latency: min = 0.640381 ms, max = 0.797607 ms, mean = 0.659571 ms, median = 0.656738 ms, percentile(90%) = 0.66748 ms, percentile(95%) = 0.672852 ms, percentile(99%) = 0.705078 ms
+[11/23/2026-10:01:02] [I] Enqueue Time: min = 0.2 ms, max = 0.4 ms, mean = 0.25 ms, median = 0.24 ms, percentile(90%) = 0.3 ms, percentile(95%) = 0.31 ms, percentile(99%) = 0.35 ms
+[11/23/2026-10:01:02] [I] GPU Compute Time: min = 0.60498 ms, max = 0.709961 ms, mean = 0.617505 ms, median = 0.615967 ms, percentile(90%) = 0.625977 ms, percentile(95%) = 0.62915 ms, percentile(99%) = 0.644043 ms
+"""  # noqa: E501
+
+
+def test_trtexec_summary_is_parsed():
+    from edgekd.profile.probe import parse_trtexec_times
+
+    gpu = parse_trtexec_times(TRTEXEC_OUTPUT, "GPU Compute Time")
+    assert gpu == {
+        "min": 0.60498, "max": 0.709961, "mean": 0.617505, "median": 0.615967,
+        "p90": 0.625977, "p95": 0.62915, "p99": 0.644043,
+    }  # fmt: skip
+    assert parse_trtexec_times(TRTEXEC_OUTPUT, "Latency")["median"] == 0.656738
+    assert parse_trtexec_times("[I] no summary here", "Latency") is None
+
+
+def test_tensorrt_is_null_where_there_is_no_trtexec(conv_onnx):
+    import shutil
+
+    if shutil.which("trtexec"):
+        pytest.skip("trtexec is installed here; this test is about devices without it")
+    (profile,) = profile_model(conv_onnx, ProfileConfig(threads=[1], tensorrt=True, **FAST))
+    assert profile.device["tensorrt"] is None and profile.runs > 0

@@ -97,7 +97,8 @@ def test_macs_target_lands_within_tolerance(
     name: str, reduction: float, fmnist: DataBundle, fmnist64: DataBundle
 ) -> None:
     model, data = (resnet20(), fmnist) if name == "resnet20" else (torchvision_model(name), fmnist64)
-    cfg = PruneConfig(target="macs", reduction=reduction, tolerance=0.01, iterative_steps=1)
+    # round_to=None: this is about the search's precision (rounding is tested on its own below)
+    cfg = PruneConfig(target="macs", reduction=reduction, tolerance=0.01, iterative_steps=1, round_to=None)
     pruned, result = run(model, data, TASK, cfg, seed=0)
 
     x = data.example_input()
@@ -114,15 +115,28 @@ def task_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_params_target(fmnist: DataBundle) -> None:
-    cfg = PruneConfig(target="params", reduction=0.6, tolerance=0.02, iterative_steps=1)
+    cfg = PruneConfig(target="params", reduction=0.6, tolerance=0.02, iterative_steps=1, round_to=None)
     _, result = run(resnet20(), fmnist, TASK, cfg, seed=0)
     assert abs(result.params_reduction - 0.6) <= 0.02
+
+
+def test_round_to_is_kept_when_it_can_meet_the_goal_and_lowered_when_it_cannot(fmnist: DataBundle) -> None:
+    """Widths stay multiples of round_to; a goal its coarse steps jump over lowers it (recorded)."""
+    loose = PruneConfig(target="macs", reduction=0.74, tolerance=0.03, iterative_steps=1, round_to=8)
+    pruned, result = run(resnet20(), fmnist, TASK, loose, seed=0)
+    assert result.round_to == 8 and abs(result.macs_reduction - 0.74) <= 0.03
+    assert all(m.out_channels % 8 == 0 for m in pruned.modules() if isinstance(m, nn.Conv2d))
+
+    tight = loose.model_copy(update={"reduction": 0.5, "tolerance": 0.005})
+    _, result = run(resnet20(), fmnist, TASK, tight, seed=0)
+    assert abs(result.macs_reduction - 0.5) <= 0.005  # the budget wins over the rounding ...
+    assert result.round_to in (4, 2, None)  # ... which the result records
 
 
 def test_a_frozen_model_is_pruned_and_left_frozen(fmnist: DataBundle) -> None:
     """A teacher frozen by distillation (requires_grad=False) must prune like a trainable one."""
     model = resnet20().requires_grad_(False)
-    cfg = PruneConfig(target="macs", reduction=0.5, tolerance=0.02, iterative_steps=1)
+    cfg = PruneConfig(target="macs", reduction=0.5, tolerance=0.02, iterative_steps=1, round_to=None)
     _, result = run(model, fmnist, TASK, cfg, seed=0)
     assert abs(result.macs_reduction - 0.5) <= 0.02
     assert not any(p.requires_grad for p in model.parameters())
@@ -217,7 +231,7 @@ class HardCodedFlatten(nn.Module):
 
 
 def test_model_that_breaks_when_pruned_is_an_input_error(fmnist: DataBundle) -> None:
-    cfg = PruneConfig(target="channels", reduction=0.5, iterative_steps=1)
+    cfg = PruneConfig(target="channels", reduction=0.5, iterative_steps=1, round_to=None)  # 8 → 4 channels
     with pytest.raises(InputError, match="the pruned model fails a forward pass.*prune.ignored_layers"):
         run(HardCodedFlatten(), fmnist, TASK, cfg, seed=0)
     # ... and ignoring the offending layer is the documented way out.

@@ -352,3 +352,68 @@ def test_ipv6_url_and_relative_paths_in_targets_file(tmp_path):
 def test_missing_identity_file_fails_before_connecting(tmp_path):
     with pytest.raises(InputError, match=r"identity_file .*nokey not found"):
         SSHTarget(parse_ssh_url(f"ssh://pi@host?identity_file={tmp_path / 'nokey'}"))
+
+
+# ------------------------------------------------------------------------- through the CLI, into a report
+def _bench_targets(sshd: Server, tmp_path: Path) -> Path:
+    targets = tmp_path / "targets.yaml"
+    fields = sshd.spec_fields(threads=[1], notes="loopback sshd")
+    lines = "\n".join(f"    {k}: {v!r}" if isinstance(v, str) else f"    {k}: {v}" for k, v in fields.items())
+    targets.write_text(f"targets:\n  bench:\n{lines}\n")
+    return targets
+
+
+def test_compress_profiles_on_the_remote_target_into_the_report_and_gates_exit_3(sshd, tmp_path, monkeypatch):
+    """The issue's done-when: a remote profile with device state in report.json/html; a failed gate → 3."""
+    import json
+
+    from edgekd.report import validate_report
+    from tests.conftest import one_line_error, run_cli
+
+    monkeypatch.setenv("EDGEKD_TARGETS", str(_bench_targets(sshd, tmp_path)))
+    out = tmp_path / "run"
+    proc = run_cli(
+        "compress", "recipes/quickstart.yaml", "--out", str(out),
+        "--set", "data.train_limit=256", "--set", "data.eval_limit=128", "--set", "distill.epochs=0",
+        # an undistilled student's logits are nearly flat, so INT8 flips many of its (random) top-1s
+        "--set", "export.int8={min_agreement: 0.5}", "--set", "profile.targets=[local, bench]",
+        "--set", "profile.threads=[1]", "--set", "profile.time_budget_s=0.3",
+        "--set", "gates.artifact=student.int8.onnx",
+        "--set", "gates.max_latency_ms={target: bench, p50: 0.0001}",
+        "--set", "gates.max_size_mb=100",
+    )  # fmt: skip
+    error = one_line_error(proc, code=3)
+    assert "1 of" in error and "max_latency_ms:student.int8.onnx@bench" in error
+
+    report = json.loads((out / "report.json").read_text())
+    validate_report(report)
+    by_name = {a["name"]: a for a in report["artifacts"]}
+    assert {"teacher.onnx", "student.onnx", "student.int8.onnx"} <= set(by_name)
+    for name in ("teacher.onnx", "student.onnx", "student.int8.onnx"):
+        assert {p["target"] for p in by_name[name]["profiles"]} == {"local", "bench"}
+    remote = next(p for p in by_name["student.int8.onnx"]["profiles"] if p["target"] == "bench")
+    assert remote["device"]["ssh"]["destination"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
+    assert remote["device"]["cpu"] and "after" in remote["device"]  # device state before and after
+    assert remote["device"]["op_profile"]["by_op_type"], "top operators measured on the device"
+    gates = {g["name"]: g for g in report["gates"]}
+    assert gates["max_size_mb:student.int8.onnx"]["passed"] is True
+    assert not gates["max_latency_ms:student.int8.onnx@bench:threads=1:batch=1:p50"]["passed"]
+    assert any(r["target"] == "bench" for r in report["speedup"])  # realisation per target
+    html = (out / "report.html").read_text()
+    assert "bench" in html and "Devices" in html and "FAIL" in html
+
+
+def test_profile_command_on_a_remote_target_with_a_latency_gate(sshd, model_onnx, tmp_path, monkeypatch):
+    import json
+
+    from tests.conftest import one_line_error, run_cli
+
+    monkeypatch.setenv("EDGEKD_TARGETS", str(_bench_targets(sshd, tmp_path)))
+    common = ("profile", str(model_onnx), "--target", "bench", "--runs", "5", "--warmup", "1")
+    ok = run_cli(*common, "--max-ms", "p99=10000", "--json")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    (profile,) = json.loads(ok.stdout)
+    assert profile["target"] == "bench" and profile["runs"] == 5 and profile["threads"] == 1
+    error = one_line_error(run_cli(*common, "--max-ms", "p50=0.0001"), code=3)
+    assert "max_latency_ms:resnet20.onnx@bench" in error
+    assert "--max-ms" in one_line_error(run_cli(*common, "--max-ms", "p95=3"), code=2)

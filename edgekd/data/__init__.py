@@ -11,7 +11,8 @@ from edgekd.registry import Registry
 
 DATASETS: Registry = Registry("dataset")
 
-from edgekd.data import fashion_mnist  # noqa: E402,F401  (registers)
+from edgekd.data import fashion_mnist, fashion_scenes, image_folder, seg_folder  # noqa: E402,F401,I001  (registers)
+from edgekd.data import synth_eyes  # noqa: E402,F401  (registers)
 
 
 def build_data(cfg: DataConfig) -> DataBundle:

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from edgekd.errors import InputError
 
+IGNORE_LABEL = 255  # label of pixels that count nowhere (VOC/Cityscapes convention)
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -87,14 +89,33 @@ class TensorLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        self.rank, self.world = 0, 1  # see shard()
         self._mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def shard(self, rank: int, world: int) -> TensorLoader:
+        """Serve only rank ``rank``'s equal share of every batch, out of ``world`` data-parallel ranks.
+
+        DistributedSampler semantics with per-epoch seeding: every rank draws the same epoch order (and the
+        same augmentation), padded by wrapping around to a multiple of ``world``; ``batch_size`` stays the
+        global batch and rank ``r`` takes the ``r``-th of its ``world`` equal slices. The ranks' batches at
+        step ``k`` together are exactly the single-process batch ``k``.
+        """
+        if world < 1 or not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of {world} ranks")
+        if self.batch_size % world:
+            raise InputError(
+                f"data.batch_size {self.batch_size} (the global batch) does not split into {world} equal "
+                f"per-process batches; use a multiple of {world}"
+            )
+        self.rank, self.world = rank, world
+        return self
+
     def __len__(self) -> int:
-        n = len(self.split)
+        n = len(self.split) + (-len(self.split)) % self.world
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -110,12 +131,20 @@ class TensorLoader:
         n = len(self.split)
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        pad = (-n) % self.world  # equal shards: wrap around (0 in one process)
+        order = torch.cat([order, order.repeat(pad // n + 1)[:pad]])
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            images = self.split.images[idx]
+            images, targets = self.split.images[idx], self.split.targets[idx]
             if self.augment:
-                images = augment_batch(images, gen)
-            yield Batch(self.normalize(images), self.split.targets[idx], idx)
+                images, targets = augment_pair(images, targets, gen)
+            if self.world > 1:  # augmented as the whole batch (same draws as one process), then sliced
+                part = len(idx) // self.world
+                mine = slice(self.rank * part, (self.rank + 1) * part)
+                idx, images, targets = idx[mine], images[mine], targets[mine]
+            if targets.dtype == torch.uint8:  # label maps are stored compactly, served as class indices
+                targets = targets.long()
+            yield Batch(self.normalize(images), targets, idx)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float().div_(255.0) - self._mean) / self._std
@@ -123,7 +152,20 @@ class TensorLoader:
 
 def augment_batch(images: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
     """Standard small-image augmentation on a uint8 batch: random crop after zero padding, horizontal flip."""
+    return augment_pair(images, None, gen, pad)[0]
+
+
+def augment_pair(
+    images: torch.Tensor, targets: torch.Tensor | None, gen: torch.Generator, pad: int = 2
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`augment_batch`, applying the same crop and flip to dense targets (N×H×W label maps).
+
+    Why paired: a mask must move with its image. Pixels the crop shifts in from outside the image get the
+    label ``IGNORE_LABEL`` (255) so they count in no loss or metric. Targets of any other shape (class
+    indices, regression values) are returned unchanged.
+    """
     n, _, h, w = images.shape
+    dense = targets is not None and targets.ndim == 3 and tuple(targets.shape[1:]) == (h, w)
     padded = F.pad(images, (pad, pad, pad, pad))
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
@@ -134,7 +176,12 @@ def augment_batch(images: torch.Tensor, gen: torch.Generator, pad: int = 2) -> t
     out = padded[batch_idx, chan_idx, rows, cols]
     flip = torch.rand(n, generator=gen) < 0.5
     out[flip] = out[flip].flip(-1)
-    return out
+    if not dense:
+        return out, targets
+    padded_masks = F.pad(targets, (pad, pad, pad, pad), value=IGNORE_LABEL)
+    masks = padded_masks[batch_idx[:, 0], rows[:, 0], cols[:, 0]]
+    masks[flip] = masks[flip].flip(-1)
+    return out, masks
 
 
 @dataclass(frozen=True)
@@ -148,6 +195,8 @@ class DataBundle:
     preprocessing: Preprocessing
     class_names: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
+    # What the targets mean beyond their shape, for Task.for_data: "gaze_pitch_yaw" (radians) adds gaze metrics.
+    target_kind: str = ""
 
     @property
     def in_channels(self) -> int:

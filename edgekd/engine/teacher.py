@@ -21,7 +21,7 @@ from edgekd.io import sha256_file, write_json, write_with
 from edgekd.models import build_model, load_checkpoint, load_weights
 from edgekd.models.checkpoint import extract_state_dict
 from edgekd.models.complexity import count_complexity
-from edgekd.recipe.schema import Recipe
+from edgekd.recipe.schema import Recipe, TeacherConfig
 from edgekd.results import TrainResult, to_dict
 from edgekd.tasks import get_task
 
@@ -39,12 +39,22 @@ class TeacherRun:
 
 def build_teacher(recipe: Recipe, data: DataBundle, load: bool = True) -> nn.Module:
     """The teacher model of a recipe, with its checkpoint loaded when ``load`` and one is given."""
-    model = build_model(recipe.teacher.model, data.num_classes, data.in_channels)
-    if load and recipe.teacher.checkpoint is not None:
-        raw = load_checkpoint(recipe.teacher.checkpoint, trust=recipe.teacher.trust_checkpoint)
-        state = extract_state_dict(raw, source=str(recipe.teacher.checkpoint))
-        load_weights(model, state, source=str(recipe.teacher.checkpoint))
+    return teacher_from_config(recipe.teacher, data, load)
+
+
+def teacher_from_config(cfg: TeacherConfig, data: DataBundle, load: bool = True) -> nn.Module:
+    """Build one teacher section's model (eval mode) and load its checkpoint when ``load`` and one is given."""
+    model = build_model(cfg.model, data.num_classes, data.in_channels)
+    if load and cfg.checkpoint is not None:
+        raw = load_checkpoint(cfg.checkpoint, trust=cfg.trust_checkpoint)
+        state = extract_state_dict(raw, source=str(cfg.checkpoint))
+        load_weights(model, state, source=str(cfg.checkpoint))
     return model.eval()
+
+
+def build_extra_teachers(recipe: Recipe, data: DataBundle) -> list[nn.Module]:
+    """``distill.extra_teachers``, loaded and frozen (they only ever run under ``inference_mode``)."""
+    return [teacher_from_config(cfg, data).requires_grad_(False) for cfg in recipe.distill.extra_teachers]
 
 
 def train_teacher(recipe: Recipe, out_dir: Path, resume: bool = False) -> TeacherRun:
@@ -52,13 +62,13 @@ def train_teacher(recipe: Recipe, out_dir: Path, resume: bool = False) -> Teache
     started = time.perf_counter()
     seed_everything(recipe.seed)
     data = build_data(recipe.data)
-    task = get_task(recipe.task)
+    task = get_task(recipe.task, data)
     model = build_teacher(recipe, data)
     criterion = task.criterion(recipe.train.label_smoothing)
 
     def compute_loss(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         loss = criterion(task.output_tensor(model(images)), targets)
-        return loss, {"ce": float(loss)}
+        return loss, {"ce": float(loss.detach())}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     options = FitOptions(

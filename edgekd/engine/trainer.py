@@ -22,8 +22,10 @@ from torch import nn
 from tqdm import tqdm
 
 from edgekd.data.base import DataBundle
+from edgekd.engine import distributed
 from edgekd.engine.evaluate import evaluate_model
-from edgekd.errors import EdgekdError
+from edgekd.engine.sync_batchnorm import sync_batchnorm
+from edgekd.errors import EdgekdError, InputError
 from edgekd.io import write_with
 from edgekd.recipe.schema import OptimConfig
 from edgekd.results import EpochLog, TrainResult
@@ -99,21 +101,41 @@ def fit(
     On return ``model`` holds the weights of the best epoch by the task's primary metric (epoch 0 = the weights
     it came in with). With ``options.checkpoint`` set, ``state/…-last.pt`` is rewritten atomically after every
     epoch and ``options.resume`` continues from it.
+
+    Data-parallel (inside :func:`edgekd.engine.distributed.session`): ``options.batch_size`` is the global
+    batch, each rank trains on its equal slice of it under DDP (gradients of ``model`` and ``extra_modules``
+    averaged, BatchNorm statistics taken over the global batch), so a step is the single-process step up to
+    float rounding. Train losses are averaged over ranks; evaluation runs on rank 0 and its metrics are
+    broadcast; only rank 0 writes the checkpoint, and a resume loads rank 0's checkpoint on every rank.
     """
+    if distributed.requested_world_size() > 1 and not distributed.is_distributed():
+        raise InputError(f"{options.desc}: only `edgekd compress` runs distributed (torchrun / --nproc)")
     started = time.perf_counter()
     trainable = list(model.parameters()) + (list(extra_modules.parameters()) if extra_modules else [])
     optimizer = build_optimizer(trainable, options.optim)
     loader = data.train_loader(options.batch_size, augment=options.augment, seed=options.seed)
+    if distributed.is_distributed():
+        world = distributed.world_size()
+        loader.shard(distributed.rank(), world)
+        log.info(
+            "%s: %d ranks x batch %d (global batch %d)",
+            options.desc,
+            world,
+            options.batch_size // world,
+            options.batch_size,
+        )
+    unsync_batchnorm = sync_batchnorm(model, extra_modules)  # global-batch BN statistics across ranks
+    step = distributed.data_parallel(model, extra_modules, compute_loss)
     scheduler = build_scheduler(optimizer, options.optim, len(loader))
     eval_loader = data.eval_loader(512)
     higher = task.higher_is_better
     with_indices = bool(getattr(compute_loss, "uses_sample_indices", False))
 
-    best_metrics = evaluate_model(model, eval_loader, task)
+    best_metrics = distributed.on_main(lambda: evaluate_model(model, eval_loader, task))
     best_state = copy.deepcopy(model.state_dict())
     best_epoch, history, first_epoch = 0, [], 1
-    if options.resume and options.checkpoint is not None and options.checkpoint.is_file():
-        state = torch.load(options.checkpoint, map_location="cpu", weights_only=True)
+    state = distributed.on_main(lambda: _resume_state(options))
+    if state is not None:
         model.load_state_dict(state["model"])
         if extra_modules is not None and state.get("extra") is not None:
             extra_modules.load_state_dict(state["extra"])
@@ -145,9 +167,9 @@ def fit(
         )
         for images, targets, indices in bar:
             if with_indices:
-                loss, terms = compute_loss(images, targets, indices=indices)  # type: ignore[call-arg]
+                loss, terms = step(images, targets, indices=indices)
             else:
-                loss, terms = compute_loss(images, targets)
+                loss, terms = step(images, targets)
             if not torch.isfinite(loss):
                 raise EdgekdError(
                     f"{options.desc}: loss became {loss.item()} at epoch {epoch}; lower the learning rate"
@@ -158,14 +180,18 @@ def fit(
             scheduler.step()
             total += float(loss.detach())
             batches += 1
+            if batches == 1 and epoch == first_epoch:  # the first step's loss, to compare launches by
+                first = distributed.mean_over_ranks({"loss": total})["loss"]
+                log.debug("%s: first step loss %.6f (batch %d)", options.desc, first, options.batch_size)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{total / batches:.4f}")
-        metrics = evaluate_model(model, eval_loader, task)
+        metrics = distributed.on_main(lambda: evaluate_model(model, eval_loader, task))
+        means = distributed.mean_over_ranks({"": total, **sums})  # every rank ran the same number of batches
         entry = EpochLog(
             epoch=epoch,
-            train_loss=total / max(1, batches),
-            loss_terms={k: v / max(1, batches) for k, v in sums.items()},
+            train_loss=means.pop("") / max(1, batches),
+            loss_terms={k: v / max(1, batches) for k, v in means.items()},
             metrics=metrics,
             lr=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - epoch_start,
@@ -186,7 +212,7 @@ def fit(
             best_epoch,
             entry.seconds,
         )
-        if options.checkpoint is not None:
+        if options.checkpoint is not None and distributed.is_main():
             _save_checkpoint(
                 options.checkpoint,
                 model,
@@ -200,6 +226,7 @@ def fit(
                 history,
             )
 
+    unsync_batchnorm()
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(
@@ -209,6 +236,13 @@ def fit(
         history=tuple(history),
         seconds=time.perf_counter() - started,
     )
+
+
+def _resume_state(options: FitOptions) -> dict | None:
+    """The epoch checkpoint to continue from, if ``options`` asks to resume and it exists."""
+    if options.resume and options.checkpoint is not None and options.checkpoint.is_file():
+        return torch.load(options.checkpoint, map_location="cpu", weights_only=True)
+    return None
 
 
 def _save_checkpoint(

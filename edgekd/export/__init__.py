@@ -64,7 +64,8 @@ def export_onnx(
     notes: list[str] = []
     started = time.perf_counter()
     batch = 2 if cfg.dynamic_batch and len(data.eval) >= 2 else 1  # batch 1 traces may special-case size 1
-    proto = torch_to_onnx(model, data.example_input(batch), cfg.opset, cfg.dynamic_batch)
+    example = data.example_input(batch)
+    proto = torch_to_onnx(model, example, cfg.opset, cfg.dynamic_batch, dynamic_spatial=task.dense_output)
     exported = time.perf_counter()
     if cfg.simplify:
         sample = data.example_input(SIMPLIFY_CHECK_SAMPLES if cfg.dynamic_batch else 1).numpy()
@@ -105,8 +106,12 @@ def export_onnx(
     )
 
 
+from edgekd.export.variants import export_variants, variant_paths  # noqa: E402  (needs export_onnx's deps)
+
 __all__ = [
     "OrtPredictor",
+    "export_variants",
+    "variant_paths",
     "check_onnx_file",
     "create_session",
     "evaluate_onnx",

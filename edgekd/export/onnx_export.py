@@ -41,11 +41,12 @@ if TYPE_CHECKING:
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM = "batch"
+SPATIAL_DIMS = ("height", "width")  # symbolic input/output H×W of dense (segmentation) exports
 RESERVED_KEYS = ("preprocessing", "input_name", "input_shape", "class_names", "task", "edgekd_version")
 
 
 def torch_to_onnx(
-    model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool
+    model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool, dynamic_spatial: bool = False
 ) -> onnx.ModelProto:
     """Export ``model`` (in eval mode) to an in-memory ONNX model with input ``input`` and output ``output``.
 
@@ -55,6 +56,8 @@ def torch_to_onnx(
             special-casing a batch of one when ``dynamic_batch`` is set).
         opset: Default-domain opset to target.
         dynamic_batch: Make axis 0 of the input and the first output symbolic (``batch``).
+        dynamic_spatial: Also make axes 2 and 3 (``height``, ``width``) of the input and the output symbolic:
+            a segmentation model then runs on any image size, predicting a mask of the same size.
 
     Returns:
         The exported model, BatchNorm already folded into the preceding convolutions.
@@ -66,7 +69,10 @@ def torch_to_onnx(
     import onnx
 
     buffer = io.BytesIO()
-    dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if dynamic_batch else None
+    axes = ({0: BATCH_DIM} if dynamic_batch else {}) | (
+        dict(zip((2, 3), SPATIAL_DIMS, strict=True)) if dynamic_spatial else {}
+    )
+    dynamic_axes = {INPUT_NAME: axes, OUTPUT_NAME: dict(axes)} if axes else None
     failure: Exception | None = None
     device = next((p.device for p in model.parameters()), example.device)
     example = example.to(device)
@@ -170,7 +176,7 @@ def build_metadata(
     Raises:
         ValueError: ``extra`` reuses a reserved key (a programming error, not user input).
     """
-    height, width = data.input_size
+    height, width = data.input_size  # dense exports accept any H×W; this is the size the model was trained at
     props = {
         "preprocessing": data.preprocessing.describe(),
         "input_name": INPUT_NAME,

@@ -10,7 +10,7 @@ from edgekd.registry import Registry
 
 MODELS: Registry = Registry("model")
 
-from edgekd.models import resnet_cifar  # noqa: E402,F401  (registers)
+from edgekd.models import mobilenet_v2, resnet_cifar, unet  # noqa: E402,F401,I001  (registers)
 from edgekd.models.build import build_model, check_model_name  # noqa: E402
 from edgekd.models.checkpoint import load_checkpoint, load_weights  # noqa: E402
 

@@ -1,7 +1,8 @@
 """Turn a :class:`~edgekd.recipe.schema.ModelSpec` into an ``nn.Module``.
 
 Three spellings: a registered name (``resnet20``), ``torchvision:<name>`` (any ``torchvision.models`` builder,
-random init, ``num_classes`` passed through and the first conv adapted to ``in_channels``), and
+random init, ``num_classes`` passed through and the first conv adapted to ``in_channels``; segmentation models
+such as ``lraspp_mobilenet_v3_large`` return ``{"out": logits}``, which the task reads), and
 ``package.module:factory`` — which imports and runs user code *because the recipe names it*.
 """
 
@@ -61,6 +62,9 @@ def build_model(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Modul
 def _torchvision(name: str, num_classes: int, in_channels: int, args: dict[str, Any]) -> nn.Module:
     import torchvision
 
+    if name in torchvision.models.list_models(module=torchvision.models.segmentation):
+        # their builders default to an ImageNet backbone (a download); edgekd builds random init everywhere
+        args = {"weights_backbone": None, **args}
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **args)
     if in_channels != 3:
         adapt_input_channels(model, in_channels)

@@ -24,6 +24,7 @@ Usage::
 
     python probe.py model.onnx --threads 1 --batch 1 --warmup 5 --time-budget 3
     python probe.py model.onnx --threads 0 --runs 200 --op-profile
+    python probe.py model.onnx --tensorrt --tensorrt-fp16      # on a Jetson: also a TensorRT engine
     python probe.py --baseline
 """
 
@@ -243,10 +244,20 @@ def summarize(times, np):
 
 
 # -------------------------------------------------------------------------------------------------- inputs
+def _trained_shape(session):
+    """``(input name, shape)`` from edgekd's ``input_name``/``input_shape`` metadata, else ``("", [])``."""
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        return meta.get("input_name", ""), list(json.loads(meta.get("input_shape", "[]")))
+    except (ValueError, TypeError):
+        return "", []
+
+
 def make_feed(session, batch, dims, dim_default, np):
     """Random inputs of each declared shape: dim 0 (if dynamic) = batch, named dims from ``dims``."""
     rng = np.random.default_rng(0)
     feed, described, defaulted = {}, [], []
+    trained = _trained_shape(session)
     for inp in session.get_inputs():
         if inp.type not in _DTYPES:
             raise ProbeError(f"input '{inp.name}' has type {inp.type}, which the probe cannot generate")
@@ -263,6 +274,8 @@ def make_feed(session, batch, dims, dim_default, np):
                 shape.append(dims[dim])
             elif axis == 0:
                 shape.append(batch)
+            elif inp.name == trained[0] and axis < len(trained[1]) and isinstance(trained[1][axis], int):
+                shape.append(trained[1][axis])  # dynamic H×W of a segmentation export: its training size
             else:
                 shape.append(dim_default)
                 defaulted.append(f"{inp.name}[{axis}]")
@@ -368,6 +381,73 @@ def op_profile(ort, model, feed, args, runs=10):
     }
 
 
+TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec",)  # JetPack installs it here, off PATH
+_TRT_STAT = re.compile(r"(min|max|mean|median|percentile\((\d+)%\))\s*=\s*([0-9.eE+-]+)\s*ms")
+
+
+def parse_trtexec_times(text, label):
+    """``{min, max, mean, median, p90, p99}`` (ms) from trtexec's ``<label>: min = .. ms, ...`` line, or None."""
+    for line in text.splitlines():
+        if label + ":" not in line:
+            continue
+        stats = {}
+        for key, pct, value in _TRT_STAT.findall(line.split(label + ":", 1)[1]):
+            stats["p" + pct if pct else key] = float(value)
+        if "median" in stats:
+            return stats
+    return None
+
+
+def tensorrt_profile(model, inputs, args):
+    """Build and time a TensorRT engine with the device's ``trtexec`` (Jetson); None when there is none.
+
+    Why trtexec: it is what NVIDIA ships on every JetPack, so timing the engine needs nothing installed.
+    The engine build (minutes on a Jetson) is timed separately from inference, and the shapes are the ones
+    the ORT measurement fed, so the two latencies describe the same work.
+    """
+    exe = shutil.which("trtexec") or next((p for p in TRTEXEC_PATHS if os.access(p, os.X_OK)), None)
+    if exe is None:
+        return None
+    shapes = ",".join(f"{i['name']}:{'x'.join(str(d) for d in i['shape'])}" for i in inputs)
+    shape_args = [f"--minShapes={shapes}", f"--optShapes={shapes}", f"--maxShapes={shapes}"]
+    tmp = tempfile.mkdtemp(prefix="edgekd-trt-")
+    try:
+        engine = os.path.join(tmp, "model.plan")
+        build = [exe, "--onnx=" + model, "--saveEngine=" + engine] + shape_args
+        if args.tensorrt_fp16:
+            build.append("--fp16")
+        t0 = time.perf_counter()
+        built = subprocess.run(build, capture_output=True, text=True, timeout=args.tensorrt_timeout)
+        build_s = time.perf_counter() - t0
+        if built.returncode != 0:
+            return {"error": "trtexec could not build an engine: " + _last_line(built.stdout + built.stderr)}
+        timed = subprocess.run(
+            [exe, "--loadEngine=" + engine, "--shapes=" + shapes, "--warmUp=500", "--duration=3"],
+            capture_output=True,
+            text=True,
+            timeout=args.tensorrt_timeout,
+        )
+        if timed.returncode != 0:
+            return {"error": "trtexec could not run the engine: " + _last_line(timed.stdout + timed.stderr)}
+        version = re.search(r"TensorRT version:\s*(\S+)", built.stdout)
+        return {
+            "version": version.group(1) if version else None,
+            "precision": "fp16" if args.tensorrt_fp16 else "fp32",
+            "build_s": build_s,
+            "latency_ms": parse_trtexec_times(timed.stdout, "Latency"),
+            "gpu_compute_ms": parse_trtexec_times(timed.stdout, "GPU Compute Time"),
+        }
+    except subprocess.TimeoutExpired:
+        return {"error": f"trtexec timed out after {args.tensorrt_timeout:g}s"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _last_line(text):
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
 def measure(args, np, ort):
     if not os.path.isfile(args.model):
         raise ProbeError(f"model file not found: {args.model}")
@@ -432,6 +512,8 @@ def measure(args, np, ort):
             result["op_profile"] = op_profile(ort, args.model, feed, args)
         except Exception as exc:  # an optional extra: report it, keep the timings
             result["op_profile"] = {"error": _first_line(exc)}
+    if args.tensorrt:
+        result["tensorrt"] = tensorrt_profile(args.model, inputs, args)
     return result
 
 
@@ -491,6 +573,11 @@ def parse_args(argv=None):
     p.add_argument("--dim", type=_dim, action="append", default=[], help="NAME=SIZE for a named dynamic dim")
     p.add_argument("--dim-default", type=_positive(int), default=1, help="size of other dynamic dims")
     p.add_argument("--op-profile", action="store_true", help="add per-node times from a separate session")
+    p.add_argument("--tensorrt", action="store_true", help="also build and time a TensorRT engine (trtexec)")
+    p.add_argument("--tensorrt-fp16", action="store_true", help="build the TensorRT engine with --fp16")
+    p.add_argument(
+        "--tensorrt-timeout", type=_positive(float), default=1800.0, help="seconds per trtexec call"
+    )
     args = p.parse_args(argv)
     if not args.baseline and not args.model:
         p.error("a model path is required unless --baseline is given")

@@ -22,7 +22,6 @@ from typing import Any
 from tqdm import tqdm
 
 from edgekd.export.validate import check_onnx_file
-from edgekd.profile import TARGETS
 from edgekd.profile.target import ProbeSettings, Target
 from edgekd.recipe.schema import ProfileConfig
 from edgekd.results import LatencyStats, Profile
@@ -33,9 +32,15 @@ _INSTANCES: dict[str, Target] = {}
 
 
 def get_target(name: str) -> Target:
-    """The (cached) instance of registered target ``name``; unknown names raise InputError with choices."""
+    """The (cached) Target for ``name``: a registered target, an ``ssh://`` URL or a ``targets.yaml`` name.
+
+    Cached per name so a target's baseline (and an ssh target's preflight) is measured once per process.
+    Unknown names raise InputError with the valid choices (see :func:`~edgekd.profile.resolve.resolve_target`).
+    """
     if name not in _INSTANCES:
-        _INSTANCES[name] = TARGETS.get(name)()
+        from edgekd.profile.resolve import resolve_target
+
+        _INSTANCES[name] = resolve_target(name)
     return _INSTANCES[name]
 
 
@@ -58,6 +63,9 @@ def to_profile(answer: dict[str, Any], baseline: dict[str, Any], target: str) ->
             "baseline_rss_mb": base,
         },
     )
+    for extra in ("op_profile", "tensorrt"):  # optional measurements, kept beside the device they ran on
+        if extra in answer:
+            device[extra] = answer[extra]
     return Profile(
         target=target,
         device=device,
@@ -78,7 +86,7 @@ def profile_model(onnx_path: Path, cfg: ProfileConfig, target: str = "local") ->
     Args:
         onnx_path: the model to time.
         cfg: the recipe's ``profile`` section (batch, warmup, fixed runs or adaptive budget, bounds).
-        target: a registered target name.
+        target: a registered target name, an ``ssh://`` URL or a ``targets.yaml`` name.
 
     Returns:
         The profiles, ``threads`` resolved to the count ORT used (see the module docstring).
@@ -96,8 +104,9 @@ def profile_model(onnx_path: Path, cfg: ProfileConfig, target: str = "local") ->
     device = get_target(target)
     baseline = device.baseline()
     profiles = []
+    thread_counts = getattr(device, "threads", None) or cfg.threads  # a targets.yaml entry may override
     for threads in tqdm(
-        cfg.threads, desc=f"profile {path.name} on {target}", unit="config", leave=False, disable=None
+        thread_counts, desc=f"profile {path.name} on {target}", unit="config", leave=False, disable=None
     ):
         answer = device.run_probe(path, ProbeSettings.from_config(cfg, threads))
         profile = to_profile(answer, baseline, target)

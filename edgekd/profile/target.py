@@ -44,6 +44,7 @@ class ProbeSettings:
     timeout_s: float = 600.0
     dims: tuple[tuple[str, int], ...] = ()
     op_profile: bool = False
+    tensorrt: bool = False
 
     @classmethod
     def from_config(cls, cfg: ProfileConfig, threads: int) -> ProbeSettings:
@@ -59,6 +60,8 @@ class ProbeSettings:
             max_runs=cfg.max_runs,
             ci_target=cfg.ci_target,
             timeout_s=cfg.timeout_s,
+            op_profile=cfg.op_profile,
+            tensorrt=cfg.tensorrt,
         )
 
     def argv(self) -> list[str]:
@@ -75,6 +78,8 @@ class ProbeSettings:
             args += ["--dim", f"{name}={size}"]
         if self.op_profile:
             args.append("--op-profile")
+        if self.tensorrt:
+            args.append("--tensorrt")
         return args
 
 

@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from edgekd.errors import InputError
 
 
+class WindowMissed(InputError):
+    """The reduction steps over ``goal ± tolerance``: reachable on both sides, never inside the window."""
+
+
 @dataclass(frozen=True)
 class SearchOutcome:
     ratio: float
@@ -47,8 +51,9 @@ def search_ratio(
         what: "MACs" or "params", for messages.
 
     Raises:
-        InputError: the goal is out of reach even at ``max_ratio``, or no ratio lands within tolerance
-            (reduction jumps over the window); the message says what was reached and what to change.
+        InputError: the goal is out of reach even at ``max_ratio``; :class:`WindowMissed` when no ratio
+            lands within tolerance (the reduction jumps over the window). The message says what was reached
+            and what to change.
     """
     probes: list[tuple[float, float]] = []
 
@@ -89,7 +94,7 @@ def search_ratio(
             ratio = lo + (hi - lo) * (-g_lo) / (g_hi - g_lo)
         ratio = min(max(ratio, lo + 0.02 * (hi - lo)), hi if math.isnan(g_hi) else hi - 0.02 * (hi - lo))
     closest_ratio, closest = min(probes, key=lambda p: abs(p[1] - goal))
-    raise InputError(
+    raise WindowMissed(
         f"prune: no channel ratio removes {goal:.1%} ± {tolerance:.1%} of {what} (closest: {closest:.1%} at "
         f"ratio {closest_ratio:.4f}; the reduction jumps over the window); raise prune.tolerance, lower or "
         "unset prune.round_to, or enable prune.global_pruning for finer steps"

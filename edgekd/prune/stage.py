@@ -32,7 +32,7 @@ from edgekd.prune.layers import (
     output_layers,
     resolve_ignored,
 )
-from edgekd.prune.search import search_ratio
+from edgekd.prune.search import SearchOutcome, WindowMissed, search_ratio
 from edgekd.recipe.schema import PruneConfig
 from edgekd.results import PruneResult
 from edgekd.tasks.base import Task
@@ -71,9 +71,7 @@ def run(
     if cfg.target == "channels":
         pruned, after = pruner.probe(cfg.reduction)
     else:
-        outcome = search_ratio(
-            pruner.achieved, cfg.reduction, cfg.tolerance, cfg.max_layer_ratio, what=cfg.target
-        )
+        outcome = _search(pruner, cfg)
         pruned, after = pruner.probe(outcome.ratio)  # cached: the accepted ratio is always the last probe
     pruner.close()
     result = PruneResult(
@@ -85,6 +83,7 @@ def run(
         params_before=pruner.before.params,
         params_after=after.params,
         steps=cfg.iterative_steps,
+        round_to=pruner.round_to,
         layers=channel_records(layer_widths(model), layer_widths(pruned)),
         seconds=time.perf_counter() - start,
     )
@@ -101,11 +100,33 @@ def run(
     return pruned, result
 
 
+def _search(pruner: _Pruner, cfg: PruneConfig) -> SearchOutcome:
+    """Search the channel ratio; if ``round_to`` makes the goal's window unreachable, halve it and retry.
+
+    Why: with ``round_to`` every layer's width moves in multiples of it, so on a small net (16/32/64 channels)
+    the reachable reductions are a few coarse steps that can jump over ``reduction ± tolerance``. The MACs or
+    params budget is the user's requirement; SIMD-friendly widths are a preference, so the rounding gives way
+    (8 → 4 → 2 → none), with a warning, and the report records the ``round_to`` actually used.
+    """
+    while True:
+        try:
+            return search_ratio(
+                pruner.achieved, cfg.reduction, cfg.tolerance, cfg.max_layer_ratio, what=cfg.target
+            )
+        except WindowMissed as exc:
+            if not pruner.round_to or pruner.round_to <= 1:
+                raise
+            finer = pruner.round_to // 2 if pruner.round_to > 2 else None
+            log.warning("%s; retrying with prune.round_to %s", str(exc).split(";")[0], finer)
+            pruner.round_to = finer
+
+
 class _Pruner:
     """Prunes deep copies of one model at a given channel ratio; remembers the last probe."""
 
     def __init__(self, model: nn.Module, data: DataBundle, task: Task, cfg: PruneConfig, seed: int) -> None:
         self.model, self.task, self.cfg, self.seed = model, task, cfg, seed
+        self.round_to = cfg.round_to  # may be lowered by _search when the rounding jumps over the goal
         resolve_ignored(model, cfg.ignored_layers)  # fail fast on a typo, before any tracing
         self.device = next(model.parameters(), torch.empty(0)).device
         self.example = data.example_input().to(self.device)
@@ -126,7 +147,7 @@ class _Pruner:
             # The first step's gradients are the same in every probe: compute them once, copy them per probe.
             self.template = copy.deepcopy(model).eval()
             self._accumulate_gradients(self.template)
-        self._last: tuple[float, nn.Module, Complexity] | None = None
+        self._last: tuple[float, int | None, nn.Module, Complexity] | None = None
         self._bar = tqdm(desc=f"prune ({cfg.importance})", unit="probe", leave=False, disable=None)
 
     def achieved(self, ratio: float) -> float:
@@ -140,11 +161,11 @@ class _Pruner:
         return reached
 
     def probe(self, ratio: float) -> tuple[nn.Module, Complexity]:
-        if self._last is not None and self._last[0] == ratio:
-            return self._last[1], self._last[2]
+        if self._last is not None and self._last[:2] == (ratio, self.round_to):
+            return self._last[2], self._last[3]
         candidate = self._prune_copy(ratio)
         complexity = count_complexity(candidate, self.example)
-        self._last = (ratio, candidate, complexity)
+        self._last = (ratio, self.round_to, candidate, complexity)
         self._bar.update(1)
         return candidate, complexity
 
@@ -172,7 +193,7 @@ class _Pruner:
                     max_pruning_ratio=cfg.max_layer_ratio,
                     iterative_steps=cfg.iterative_steps,
                     ignored_layers=ignored,
-                    round_to=cfg.round_to,
+                    round_to=self.round_to,
                 )
             except Exception as exc:  # torch-pruning raises anything from tracing user code
                 raise InputError(

@@ -160,8 +160,11 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    for section, key in _PATH_KEYS:
-        block = data.get(section)
+    blocks = [(data.get(section), key) for section, key in _PATH_KEYS]
+    distill = data.get("distill")
+    if isinstance(distill, dict) and isinstance(distill.get("extra_teachers"), list):
+        blocks += [(teacher, "checkpoint") for teacher in distill["extra_teachers"]]
+    for block, key in blocks:
         if isinstance(block, dict) and isinstance(block.get(key), str):
             value = Path(os.path.expanduser(block[key]))
             block[key] = str(value if value.is_absolute() else (base / value))
@@ -179,19 +182,28 @@ def check_registered_names(recipe: Recipe, source: str = "recipe") -> None:
         ("data.name", recipe.data.name, data.DATASETS),
         ("prune.importance", recipe.prune.importance, prune.IMPORTANCES),
     ]
-    checks += [(f"profile.targets.{i}", t, profile.TARGETS) for i, t in enumerate(recipe.profile.targets)]
     for where, name, registry in checks:
         _check(source, where, name, registry)
+    for i, target in enumerate(
+        recipe.profile.targets
+    ):  # registered, ssh:// URL or targets.yaml; no connecting
+        try:
+            profile.get_target(target)
+        except InputError as exc:
+            raise InputError(f"{source}: profile.targets.{i}: {exc}") from None
     models.check_model_name(recipe.teacher.model.name, where=f"{source}: teacher.model.name")
+    for i, extra in enumerate(recipe.distill.extra_teachers):
+        models.check_model_name(extra.model.name, where=f"{source}: distill.extra_teachers.{i}.model.name")
     dense_task = tasks.TASKS.get(recipe.task).dense_output
-    for i, spec in enumerate(recipe.distill.losses):
-        _check(source, f"distill.losses.{i}.name", spec.name, distill.LOSSES)
-        if distill.LOSSES.get(spec.name).dense and not dense_task:
-            raise InputError(
-                f"{source}: distill.losses.{i}.name: '{spec.name}' distils dense (per-pixel) predictions; "
-                f"task '{recipe.task}' has none (use it with task: segmentation)"
-            )
-        distill.validate_loss_params(spec, where=f"{source}: distill.losses.{i}")
+    for path, losses in recipe.distill.loss_lists():
+        for i, spec in enumerate(losses):
+            _check(source, f"{path}.{i}.name", spec.name, distill.LOSSES)
+            if distill.LOSSES.get(spec.name).dense and not dense_task:
+                raise InputError(
+                    f"{source}: {path}.{i}.name: '{spec.name}' distils dense (per-pixel) predictions; "
+                    f"task '{recipe.task}' has none (use it with task: segmentation)"
+                )
+            distill.validate_loss_params(spec, where=f"{source}: {path}.{i}")
 
 
 def _check(source: str, where: str, name: str, registry: Any) -> None:

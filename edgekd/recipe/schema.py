@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgekd.recipe.gates import GatesConfig
+
 Fraction = float  # documented alias: values in (0, 1)
 
 
@@ -39,7 +41,7 @@ class DataConfig(Section):
     augment: bool = Field(
         True, description="Standard training augmentation (random crop with padding, flip)."
     )
-    batch_size: int = Field(128, ge=1, description="Training batch size (per process).")
+    batch_size: int = Field(128, ge=1, description="Global batch per training step (split over all ranks).")
     eval_batch_size: int = Field(512, ge=1)
     workers: int = Field(0, ge=0, description="DataLoader workers; 0 serves in-memory tensors directly.")
 
@@ -102,7 +104,10 @@ class PruneConfig(Section):
     global_pruning: bool = Field(False, description="Rank channels across layers instead of per layer.")
     iterative_steps: int = Field(8, ge=1, le=1000)
     round_to: int | None = Field(
-        None, ge=1, description="Keep channel counts multiples of this (SIMD-friendly)."
+        8,
+        ge=1,
+        description="Keep channel counts multiples of this (SIMD-friendly); null keeps any count. Default 8: "
+        "odd widths made a pruned MobileNetV2 slower than the dense one in ORT (benchmarks/realisation.py).",
     )
     max_layer_ratio: float = Field(0.95, gt=0, le=1, description="No layer loses more than this fraction.")
     ignored_layers: list[str] = Field(default_factory=list, description="Module names never pruned.")
@@ -126,12 +131,49 @@ def _default_losses() -> list[LossSpec]:
     return [LossSpec(name="ce", weight=0.1), LossSpec(name="kd", weight=0.9, temperature=4.0)]
 
 
+def _unique_loss_names(losses: list[LossSpec]) -> list[LossSpec]:
+    seen: set[str] = set()
+    for spec in losses:
+        if spec.name in seen:
+            raise ValueError(f"loss '{spec.name}' is listed twice; combine its weights into one entry")
+        seen.add(spec.name)
+    return losses
+
+
+class DistillPhase(OptimConfig):
+    """One phase of a multi-phase distillation: its own losses, epochs and optimizer (thesis 003, MSKD-SSR).
+
+    A fresh optimizer and schedule start each phase from the previous phase's best student. ``self_review``
+    adds a frozen copy of that student as one more teacher (after the recipe's), so the student's own earlier
+    best also teaches.
+    """
+
+    name: str = Field("", description="Label in logs and the report (default: phase<N>).")
+    epochs: int = Field(1, ge=1)
+    lr: float = Field(0.02, gt=0)
+    losses: list[LossSpec] = Field(..., min_length=1)
+    self_review: bool = Field(False, description="The previous phases' best student also teaches.")
+
+    _unique = field_validator("losses")(_unique_loss_names)
+
+
 class DistillConfig(OptimConfig):
     """Recovery training of the pruned student, taught by the frozen unpruned teacher."""
 
     epochs: int = Field(3, ge=0)
     lr: float = Field(0.02, gt=0)
     losses: list[LossSpec] = Field(default_factory=_default_losses, min_length=1)
+    extra_teachers: list[TeacherConfig] = Field(
+        default_factory=list,
+        description="More frozen teachers beside the unpruned original (teacher.*), e.g. other checkpoints. "
+        "Losses that read several teachers (multi_teacher) see the original first, then these in order; "
+        "single-teacher losses use the original.",
+    )
+    phases: list[DistillPhase] = Field(
+        default_factory=list,
+        description="Multi-phase distillation, run in order (e.g. hints, then logits, then self-review). When "
+        "given, each phase's own epochs/losses/optimizer are used instead of this section's.",
+    )
     teacher_cache_mib: float = Field(
         1024.0,
         ge=0,
@@ -144,15 +186,41 @@ class DistillConfig(OptimConfig):
         "float rounding; skipped when a loss hooks teacher modules or a teacher is not torch.fx-traceable).",
     )
 
-    @field_validator("losses")
-    @classmethod
-    def _unique_names(cls, losses: list[LossSpec]) -> list[LossSpec]:
-        seen: set[str] = set()
-        for spec in losses:
-            if spec.name in seen:
-                raise ValueError(f"loss '{spec.name}' is listed twice; combine its weights into one entry")
-            seen.add(spec.name)
-        return losses
+    _unique = field_validator("losses")(_unique_loss_names)
+
+    def loss_lists(self) -> list[tuple[str, list[LossSpec]]]:
+        """``(key path, losses)`` of every loss list that will train (the phases', else this section's)."""
+        if self.phases:
+            return [(f"distill.phases.{i}.losses", p.losses) for i, p in enumerate(self.phases)]
+        return [("distill.losses", self.losses)]
+
+
+def _enabled_section(value: Any) -> Any:
+    """``true`` means the section with its defaults, ``false`` (or absent) means off."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class Int8Config(Section):
+    """``export.int8``: static INT8 (QDQ, per-channel S8 weights, U8 activations) with ONNX Runtime."""
+
+    calibration_samples: int = Field(
+        256, ge=1, description="Training images that calibrate activation ranges."
+    )
+    preprocess: bool = Field(True, description="Run ORT's quant_pre_process before quantizing.")
+    min_agreement: float = Field(
+        0.97, gt=0, le=1, description="Parity: smallest top-1 (or pixel) agreement with the FP32 student."
+    )
+
+
+class Fp16Config(Section):
+    """``export.fp16``: FP16 weights and activations with FP32 input/output (for GPU targets)."""
+
+    atol: float = Field(0.1, gt=0, description="Parity: largest |PyTorch - ORT| on outputs.")
+    min_agreement: float = Field(0.99, gt=0, le=1, description="Parity: smallest prediction agreement.")
 
 
 class ExportConfig(Section):
@@ -162,6 +230,14 @@ class ExportConfig(Section):
     parity_samples: int = Field(256, ge=1, description="Real eval inputs compared PyTorch vs ONNX Runtime.")
     parity_atol: float = Field(1e-3, gt=0, description="Max |PyTorch - ORT| on outputs for parity to pass.")
     parity_min_agreement: float = Field(0.99, gt=0, le=1, description="Min top-1 (or pixel) agreement.")
+    int8: Int8Config | None = Field(
+        None, description="Also ship student.int8.onnx: true, false, or settings (see Int8Config)."
+    )
+    fp16: Fp16Config | None = Field(
+        None, description="Also ship student.fp16.onnx: true, false, or settings (see Fp16Config)."
+    )
+
+    _precisions = field_validator("int8", "fp16", mode="before")(_enabled_section)
 
 
 class ProfileConfig(Section):
@@ -183,6 +259,16 @@ class ProfileConfig(Section):
     max_runs: int = Field(10000, ge=1, description="Adaptive: stop after this many runs.")
     ci_target: float = Field(0.02, gt=0, lt=1, description="Adaptive: stop at this relative median 95% CI.")
     timeout_s: float = Field(600.0, gt=0, description="Kill a probe running one configuration past this.")
+    op_profile: bool = Field(
+        True,
+        description="Also record the slowest operators (ORT profiler, in a separate session after timing, "
+        "so it cannot perturb the latency numbers).",
+    )
+    tensorrt: bool = Field(
+        False,
+        description="On devices with trtexec (Jetson): also build and time a TensorRT engine of each file "
+        "(engine build time recorded separately). Devices without trtexec report null.",
+    )
 
     @field_validator("threads")
     @classmethod
@@ -216,11 +302,31 @@ class Recipe(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
 
     @model_validator(mode="after")
     def _report_needs_json(self) -> Recipe:
         if "json" not in self.report.formats:
             raise ValueError("report.formats must include 'json' (the other reports are rendered from it)")
+        return self
+
+    @model_validator(mode="after")
+    def _gates_refer_to_what_runs(self) -> Recipe:
+        """A gate on a file or target the recipe does not produce fails at load, not after a long run."""
+        produced = {
+            "student.onnx": True,
+            "student.int8.onnx": self.export.int8,
+            "student.fp16.onnx": self.export.fp16,
+        }
+        if not produced[self.gates.artifact]:
+            option = "export.int8" if "int8" in self.gates.artifact else "export.fp16"
+            raise ValueError(f"gates.artifact is {self.gates.artifact} but {option} is not enabled")
+        latency = self.gates.max_latency_ms
+        if latency is not None and latency.target not in self.profile.targets:
+            raise ValueError(
+                f"gates.max_latency_ms.target '{latency.target}' is not in profile.targets "
+                f"({', '.join(self.profile.targets)})"
+            )
         return self
 
     def to_yaml_dict(self) -> dict[str, Any]:

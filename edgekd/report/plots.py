@@ -21,10 +21,11 @@ from matplotlib.figure import Figure  # noqa: E402  (after selecting the backend
 
 from edgekd.io import atomic_path  # noqa: E402
 from edgekd.report import fmt  # noqa: E402
+from edgekd.report.samples import SEGMENTATION_PLOT, SEGMENTATION_TITLE  # noqa: E402
 from edgekd.report.schema import FRACTION_METRICS  # noqa: E402
 from edgekd.report.view import primary_metric  # noqa: E402
 
-PLOT_FILES = ("latency.png", "channels.png", "distillation.png", "metric_vs_latency.png")
+PLOT_FILES = ("latency.png", "channels.png", "distillation.png", "metric_vs_latency.png", "operators.png")
 _DPI = 110
 _COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 
@@ -39,6 +40,7 @@ def draw_plots(report: dict[str, Any], plots_dir: Path) -> list[tuple[str, Path]
         ("channels.png", "Channels per layer before and after pruning", _channels),
         ("distillation.png", "Distillation: metric and loss per epoch", _distillation),
         ("metric_vs_latency.png", "Metric vs latency of each artifact", _metric_vs_latency),
+        ("operators.png", "Share of kernel time per operator type", _operators),
     ]
     written = []
     for filename, title, plot in plotters:
@@ -50,6 +52,9 @@ def draw_plots(report: dict[str, Any], plots_dir: Path) -> list[tuple[str, Path]
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
         written.append((title, path))
+    strip = plots_dir / SEGMENTATION_PLOT  # drawn by the pipeline, which has the images and models
+    if strip.is_file():
+        written.append((SEGMENTATION_TITLE, strip))
     return written
 
 
@@ -198,6 +203,52 @@ def _metric_vs_latency(report: dict[str, Any]) -> Figure | None:
     ax.margins(x=0.25, y=0.25)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False, loc="best")
+    _despine(ax)
+    return fig
+
+
+def _operators(report: dict[str, Any], top: int = 6) -> Figure | None:
+    """Stacked share of kernel time by operator type, one bar per artifact (its first profiled setting)."""
+    shares: dict[str, dict[str, float]] = {}
+    for a in report["artifacts"]:
+        for p in a["profiles"]:
+            by_type = (p["device"].get("op_profile") or {}).get("by_op_type")
+            if by_type:
+                shares[a["name"]] = {row["op_type"]: row["share"] for row in by_type}
+                break
+    if not shares:
+        return None
+    totals: dict[str, float] = {}
+    for per_type in shares.values():
+        for op, share in per_type.items():
+            totals[op] = totals.get(op, 0.0) + share
+    ops = sorted(totals, key=lambda op: -totals[op])[:top]
+    fig = Figure(figsize=(7, 0.6 + 0.5 * len(shares)))
+    ax = fig.subplots()
+    names = list(shares)
+    left = [0.0] * len(names)
+    for i, op in enumerate([*ops, "other"]):
+        widths = [
+            shares[n].get(op, 0.0) if op != "other" else max(0.0, 1 - sum(shares[n].get(o, 0.0) for o in ops))
+            for n in names
+        ]
+        ax.barh(
+            names,
+            widths,
+            left=left,
+            label=op,
+            color=_COLORS[i % len(_COLORS)] if op != "other" else "#cccccc",
+        )
+        left = [lft + w for lft, w in zip(left, widths, strict=True)]
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of kernel time")
+    ax.invert_yaxis()
+    ax.legend(
+        ncol=min(4, len(ops) + 1),
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 - 0.1 / len(names)),
+    )
     _despine(ax)
     return fig
 

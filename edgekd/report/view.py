@@ -39,6 +39,8 @@ def primary_metric(report: dict[str, Any]) -> str | None:
 
 def build_view(report: dict[str, Any]) -> dict[str, Any]:
     """Template context for report.md.j2 / report.html.j2 (plots are added by the caller)."""
+    from edgekd.report.devices import devices_table, operators_table  # imports Table from here
+
     recipe = report.get("recipe", {})
     model_name = recipe.get("teacher", {}).get("model", {}).get("name", "teacher")
     title = (recipe.get("report") or {}).get("title") or f"edgekd report: {model_name}"
@@ -51,6 +53,8 @@ def build_view(report: dict[str, Any]) -> dict[str, Any]:
         "artifacts": _artifacts(report),
         "latency": _latency(report),
         "speedup": _speedup(report),
+        "devices": devices_table(report),
+        "operators": operators_table(report),
         "pruning_summary": _pruning_summary(report.get("pruning")),
         "layers": _layers(report.get("pruning")),
         "distill_summary": _distill_summary(report.get("distillation"), report),
@@ -256,9 +260,10 @@ def _pruning_summary(pruning: dict[str, Any] | None) -> str | None:
         f"MACs {fmt.signed(-pruning['macs_reduction'] * 100)} %, "
         f"params {fmt.signed(-pruning['params_reduction'] * 100)} %"
     )
+    rounding = f"; widths rounded to multiples of {pruning['round_to']}" if pruning.get("round_to") else ""
     return (
         f"Importance {pruning['importance']}, goal: remove {goal}, in {pruning['steps']} steps "
-        f"({fmt.seconds(pruning.get('seconds'))}). Achieved: {achieved}."
+        f"({fmt.seconds(pruning.get('seconds'))}){rounding}. Achieved: {achieved}."
     )
 
 

@@ -7,17 +7,23 @@ by registering another task, not by ``if task == ...`` branches across the pipel
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgekd.registry import Registry
 from edgekd.tasks.base import MetricMeter, Task
 
+if TYPE_CHECKING:
+    from edgekd.data.base import DataBundle
+
 TASKS: Registry[type[Task]] = Registry("task")
 
-from edgekd.tasks import classification  # noqa: E402,F401  (registers)
+from edgekd.tasks import classification, regression, segmentation  # noqa: E402,F401,I001  (registers)
 
 
-def get_task(name: str) -> Task:
-    """Instantiate the registered task ``name``."""
-    return TASKS.get(name)()
+def get_task(name: str, data: DataBundle | None = None) -> Task:
+    """Instantiate the registered task ``name``, specialised to ``data``'s targets when given (gaze angles)."""
+    task = TASKS.get(name)()
+    return task.for_data(data) if data is not None else task
 
 
 __all__ = ["TASKS", "MetricMeter", "Task", "get_task"]

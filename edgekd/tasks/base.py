@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import abc
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from edgekd.data.base import DataBundle
 
 
 class MetricMeter(abc.ABC):
@@ -36,6 +40,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def agreement(self, reference: torch.Tensor, candidate: torch.Tensor) -> float:
         """Fraction of predictions two models agree on (top-1 for classification, pixels for segmentation)."""
+
+    def for_data(self, data: DataBundle) -> Task:
+        """This task specialised to what ``data`` says its targets mean (``DataBundle.target_kind``).
+
+        Why: a dataset knows facts about its targets that change the metrics, e.g. regression targets that are
+        gaze angles also get ``angular_error_deg``. The default ignores the data.
+        """
+        return self
 
     def output_tensor(self, outputs: object) -> torch.Tensor:
         """The prediction tensor of a model's raw output (dict/tuple outputs of some torchvision models)."""

@@ -20,4 +20,5 @@ from edgekd.distill.losses import (  # noqa: E402,F401  (importing a module regi
     kd_corrected,
     multi_teacher,
     pixel_kd,
+    reg_kd,
 )

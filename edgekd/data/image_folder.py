@@ -1,0 +1,93 @@
+"""``image_folder``: classification data in torchvision's ImageFolder layout, for users' own images.
+
+Layout (one sub-directory per class, the same class names in both splits)::
+
+    ROOT/train/<class>/*.png|jpg|...
+    ROOT/val/<class>/*.png|jpg|...
+
+Class discovery is torchvision's (``find_classes``: sorted sub-directory names), so a model trained with
+``torchvision.datasets.ImageFolder`` on the same tree has the same class indices. Images are loaded once
+into memory as uint8 (see :mod:`edgekd.data._files`); mean/std are measured on the training split.
+
+Options (``data.args``): ``size`` ([H, W] or one int; needed when files differ in size), ``channels``
+(1 or 3; default from the first file), ``train``/``eval`` (split directory names, default ``train``/``val``).
+
+Recipe::
+
+    data: {name: image_folder, root: /data/parts, args: {size: [96, 96], channels: 3}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from edgekd.data import DATASETS
+from edgekd.data._files import (
+    IMAGE_SUFFIXES,
+    check_channels,
+    check_options,
+    guess_channels,
+    parse_size,
+    preprocessing_of,
+    split_dirs,
+    stack_images,
+)
+from edgekd.data.base import DataBundle, TensorSplit
+from edgekd.errors import InputError
+from edgekd.recipe.schema import DataConfig
+
+OPTIONS = ("size", "channels", "train", "eval")
+
+
+def _samples(directory: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    from torchvision.datasets.folder import make_dataset
+
+    index = {c: i for i, c in enumerate(classes)}
+    try:
+        found = make_dataset(str(directory), index, extensions=IMAGE_SUFFIXES, allow_empty=True)
+    except FileNotFoundError as exc:
+        raise InputError(f"image_folder: {directory}: {exc}") from None
+    if not found:
+        raise InputError(f"image_folder: no images under {directory}/<class>/")
+    return [Path(p) for p, _ in found], [int(c) for _, c in found]
+
+
+@DATASETS.register("image_folder")
+def build_image_folder(cfg: DataConfig) -> DataBundle:
+    """Classification images in ``ROOT/{train,val}/<class>/``: torchvision's ImageFolder layout."""
+    from torchvision.datasets.folder import find_classes
+
+    check_options(cfg.args, OPTIONS, "image_folder")
+    train_dir, eval_dir = split_dirs(cfg.root, cfg.args, "image_folder")
+    try:
+        classes, _ = find_classes(str(train_dir))
+    except FileNotFoundError as exc:
+        raise InputError(f"image_folder: {train_dir}: {exc}") from None
+    size = parse_size(cfg.args.get("size"))
+    splits = {}
+    channels = check_channels(cfg.args.get("channels"))
+    for split, directory, limit in (
+        ("train", train_dir, cfg.train_limit),
+        ("eval", eval_dir, cfg.eval_limit),
+    ):
+        paths, labels = _samples(directory, classes)
+        if limit is not None and limit < len(paths):
+            # a class-balanced prefix would need the labels' order; take an evenly spaced subset instead
+            keep = torch.linspace(0, len(paths) - 1, limit).round().long().tolist()
+            paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+        channels = channels or guess_channels(paths[0])
+        images = stack_images(paths, channels, size)
+        splits[split] = TensorSplit(images, torch.tensor(labels, dtype=torch.int64))
+    if splits["train"].images.shape[2:] != splits["eval"].images.shape[2:]:
+        raise InputError("image_folder: train and eval images differ in size; set data.args.size")
+    return DataBundle(
+        name="image_folder",
+        train=splits["train"],
+        eval=splits["eval"],
+        num_classes=len(classes),
+        preprocessing=preprocessing_of(splits["train"].images),
+        class_names=tuple(classes),
+        extra={"source": str(Path(cfg.root or "")), "task": "classification"},
+    )
