@@ -225,6 +225,16 @@ def test_train_command_writes_a_verifiable_teacher(tmp_path, write_recipe):
     assert "fc.weight" in state
 
 
+def test_train_resume_from_a_corrupt_epoch_checkpoint_is_one_line_exit_2(tmp_path, write_recipe):
+    recipe = write_recipe("teacher: {model: {name: resnet20, args: {width: 4}}}\ntrain: {epochs: 1}\n")
+    out = tmp_path / "teacher"
+    (out / "state").mkdir(parents=True)
+    (out / "state" / "train-last.pt").write_bytes(b"PK\x03\x04 truncated by a full disk")
+    proc = run_cli("train", str(recipe), "--out", str(out), "--resume", "--set", "data.train_limit=256")
+    line = one_line_error(proc, code=2)
+    assert "train-last.pt: corrupt or truncated checkpoint" in line and "without --resume" in line
+
+
 def test_stage_commands_chain_through_the_run_directory(tmp_path):
     from edgekd.models.student_file import read_student_meta
 

@@ -241,7 +241,12 @@ def fit(
 def _resume_state(options: FitOptions) -> dict | None:
     """The epoch checkpoint to continue from, if ``options`` asks to resume and it exists."""
     if options.resume and options.checkpoint is not None and options.checkpoint.is_file():
-        return torch.load(options.checkpoint, map_location="cpu", weights_only=True)
+        from edgekd.models.checkpoint import load_checkpoint  # weights_only, one-line errors for bad files
+
+        try:
+            return load_checkpoint(options.checkpoint)
+        except InputError as exc:
+            raise InputError(f"{exc}; delete it or run without --resume to start over") from None
     return None
 
 
