@@ -170,23 +170,15 @@ def _metric_drop(
 
 
 def _speedup(art: Artifact, teacher: Artifact | None, limit: float) -> list[Gate]:
-    reference = {
-        (p.target, p.threads, p.batch): p.latency_ms.p50 for p in (teacher.profiles if teacher else ())
-    }
-    gates = []
-    for p in art.profiles:
-        base = reference.get((p.target, p.threads, p.batch))
-        if base is None or p.latency_ms.p50 <= 0:
-            continue
-        speedup = base / p.latency_ms.p50
-        gates.append(
-            Gate(
-                f"min_speedup:{art.name}@{p.target}:threads={p.threads}:batch={p.batch}",
-                speedup,
-                limit,
-                speedup >= limit,
-            )
+    gates = [
+        Gate(
+            f"min_speedup:{art.name}@{p.target}:threads={p.threads}:batch={p.batch}",
+            speedup,
+            limit,
+            speedup >= limit,
         )
+        for p, _, speedup in art.speedups_over(teacher)
+    ]
     if not gates:
         raise EdgekdError(
             f"gates.min_speedup: no setting where both teacher.onnx and {art.name} were profiled; check "

@@ -140,6 +140,20 @@ class Artifact:
     profiles: tuple[Profile, ...] = ()
     notes: tuple[str, ...] = ()
 
+    def speedups_over(self, reference: Artifact | None) -> list[tuple[Profile, float, float]]:
+        """``(profile, reference p50, speed-up)`` for each of this file's profiles that ``reference`` was
+        also profiled at (same target, threads and batch): the one pairing the report and the gates use."""
+        base = {
+            (p.target, p.threads, p.batch): p.latency_ms.p50
+            for p in (reference.profiles if reference else ())
+        }
+        pairs = []
+        for p in self.profiles:
+            ref = base.get((p.target, p.threads, p.batch))
+            if ref is not None and p.latency_ms.p50 > 0:
+                pairs.append((p, ref, ref / p.latency_ms.p50))
+        return pairs
+
 
 @dataclass(frozen=True)
 class Gate:

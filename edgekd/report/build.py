@@ -168,17 +168,12 @@ def speedup_table(
     """
     if teacher_art is None or not student_macs:
         return []
-    reference = {(p.target, p.threads, p.batch): p.latency_ms.p50 for p in teacher_art.profiles}
     macs_ratio = teacher_macs / student_macs
     rows = []
     for artifact in artifacts:
         if artifact is teacher_art:
             continue
-        for p in artifact.profiles:
-            teacher_p50 = reference.get((p.target, p.threads, p.batch))
-            if teacher_p50 is None or p.latency_ms.p50 <= 0:
-                continue
-            speedup = teacher_p50 / p.latency_ms.p50
+        for p, teacher_p50, speedup in artifact.speedups_over(teacher_art):
             rows.append(
                 {
                     "artifact": artifact.name,
