@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -139,6 +140,22 @@ class Artifact:
     metrics: dict[str, float] = field(default_factory=dict)
     profiles: tuple[Profile, ...] = ()
     notes: tuple[str, ...] = ()
+
+    @classmethod
+    def of_file(cls, path: Path, precision: str = "fp32", name: str | None = None, **fields: Any) -> Artifact:
+        """The record of a file just written: format from its suffix, sha256 and size read from disk."""
+        from edgekd.io import sha256_file
+
+        path = Path(path)
+        return cls(
+            name=name or path.name,
+            path=path.name,  # shipped files sit at the run directory's top level
+            format=path.suffix.lstrip("."),
+            precision=precision,
+            sha256=sha256_file(path),
+            size_bytes=path.stat().st_size,
+            **fields,
+        )
 
     def speedups_over(self, reference: Artifact | None) -> list[tuple[Profile, float, float]]:
         """``(profile, reference p50, speed-up)`` for each of this file's profiles that ``reference`` was

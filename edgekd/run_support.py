@@ -21,7 +21,6 @@ from edgekd import __version__
 from edgekd.data import DataBundle
 from edgekd.engine.evaluate import evaluate_model
 from edgekd.errors import InputError
-from edgekd.io import sha256_file
 from edgekd.models.complexity import count_complexity
 from edgekd.recipe import Recipe
 from edgekd.results import Artifact, ModelSummary, PruneResult, TrainResult, to_dict
@@ -115,15 +114,7 @@ def save_run_student(
 
 
 def pt_artifact(path: Path, metrics: dict[str, float]) -> Artifact:
-    return Artifact(
-        name="student.pt",
-        path=path.name,
-        format="pt",
-        precision="fp32",
-        sha256=sha256_file(path),
-        size_bytes=path.stat().st_size,
-        metrics=metrics,
-    )
+    return Artifact.of_file(path, name="student.pt", metrics=metrics)
 
 
 def check_teacher(teacher: nn.Module, data: DataBundle, task: Task) -> None:

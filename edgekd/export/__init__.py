@@ -22,7 +22,7 @@ from edgekd.export.ort import OrtPredictor, create_session, evaluate_onnx, evalu
 from edgekd.export.parity import measure_parity, parity_failure
 from edgekd.export.simplify import simplify_model
 from edgekd.export.validate import check_onnx_file
-from edgekd.io import atomic_path, sha256_file
+from edgekd.io import atomic_path
 from edgekd.recipe.schema import ExportConfig
 from edgekd.results import Artifact
 from edgekd.tasks.base import Task
@@ -93,17 +93,7 @@ def export_onnx(
     metrics = evaluate_session(session, data, task)
     timings = (exported - started, simplified - exported, checked - simplified, time.perf_counter() - checked)
     log.debug("%s: export %.2fs, simplify+check %.2fs, parity %.2fs, ORT eval %.2fs", out_path.name, *timings)
-    return Artifact(
-        name=name,
-        path=out_path.name,
-        format="onnx",
-        precision="fp32",
-        sha256=sha256_file(out_path),
-        size_bytes=out_path.stat().st_size,
-        parity=parity,
-        metrics=metrics,
-        notes=tuple(notes),
-    )
+    return Artifact.of_file(out_path, name=name, parity=parity, metrics=metrics, notes=tuple(notes))
 
 
 from edgekd.export.variants import export_variants, variant_paths  # noqa: E402  (needs export_onnx's deps)

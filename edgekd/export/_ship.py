@@ -18,7 +18,7 @@ from edgekd.errors import EdgekdError, GateError, InputError
 from edgekd.export.onnx_export import check_exported
 from edgekd.export.ort import OrtPredictor, create_session, evaluate_session
 from edgekd.export.parity import measure_parity
-from edgekd.io import atomic_path, sha256_file
+from edgekd.io import atomic_path
 from edgekd.results import Artifact, Parity
 from edgekd.tasks.base import Task
 
@@ -84,14 +84,4 @@ def ship(
                 "training?) or relax the limit; the file was not written"
             )
     metrics = evaluate_session(session, data, task)
-    return Artifact(
-        name=out_path.name,
-        path=out_path.name,
-        format="onnx",
-        precision=precision,
-        sha256=sha256_file(out_path),
-        size_bytes=out_path.stat().st_size,
-        parity=parity,
-        metrics=metrics,
-        notes=notes,
-    )
+    return Artifact.of_file(out_path, precision, parity=parity, metrics=metrics, notes=notes)
