@@ -37,17 +37,17 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from edgekd import distill, prune  # noqa: E402
+from benchmarks._arms import distill_arm, log, ort_metrics  # noqa: E402
+from edgekd import prune  # noqa: E402
 from edgekd.data import DataBundle, build_data  # noqa: E402
 from edgekd.engine.teacher import build_teacher  # noqa: E402
 from edgekd.engine.trainer import seed_everything  # noqa: E402
-from edgekd.export import export_onnx  # noqa: E402
 from edgekd.io import write_json, write_text  # noqa: E402
 from edgekd.models import build_model  # noqa: E402
 from edgekd.models.complexity import count_complexity  # noqa: E402
 from edgekd.recipe import Recipe, load_recipe  # noqa: E402
 from edgekd.recipe.schema import ModelSpec  # noqa: E402
-from edgekd.tasks import Task, get_task  # noqa: E402
+from edgekd.tasks import get_task  # noqa: E402
 
 RECIPE = REPO / "recipes" / "gaze_mobilenet.yaml"
 CE = {"name": "ce", "weight": 0.5}
@@ -58,20 +58,6 @@ ARMS = {
     "c": ("(c) width 0.25, + output KD (reg_kd), no hints", [CE, REG_KD]),
     "d": ("(d) width 0.25, + hints (fitnet features.6, epoch 1) + output KD", "recipe"),
 }
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def ort_metrics(
-    model: nn.Module, data: DataBundle, task: Task, recipe: Recipe, path: Path
-) -> dict[str, float]:
-    """Metrics of ``model`` exported to ONNX (parity-gated) and run by ONNX Runtime."""
-    artifact = export_onnx(
-        model, data, task, recipe.export, path, name=path.name, metadata={"role": "student"}
-    )
-    return dict(artifact.metrics)
 
 
 def train_arm(
@@ -85,24 +71,9 @@ def train_arm(
     work: Path,
 ) -> dict:
     """Distill ``student`` with ``losses`` (``"recipe"``: the recipe's own) and score its ONNX file."""
-    task = get_task(recipe.task, data)
     if losses != "recipe":
         recipe = load_recipe(RECIPE, [*OVERRIDES, f"distill.losses={json.dumps(losses)}"])
-    started = time.perf_counter()
-    result = distill.run(student, [teacher], data, task, recipe.distill, recipe.data, recipe.seed)
-    metrics = ort_metrics(student, data, task, recipe, work / f"{key}.onnx")
-    cost = count_complexity(student, data.example_input(1))
-    row = {
-        "label": label,
-        "losses": [spec.model_dump() for spec in recipe.distill.losses],
-        "ort": metrics,
-        "best_epoch": result.best_epoch,
-        "macs": cost.macs,
-        "params": cost.params,
-        "seconds": time.perf_counter() - started,
-    }
-    log(f"{label}: {metrics}, best epoch {result.best_epoch}, {row['seconds']:.0f} s")
-    return row
+    return distill_arm(key, label, student, [teacher], data, recipe, work)
 
 
 OVERRIDES: list[str] = []

@@ -224,6 +224,22 @@ def test_train_command_writes_a_verifiable_teacher(tmp_path, write_recipe):
     )  # a plain state dict: loads without pickled code
     assert "fc.weight" in state
 
+    # teacher.json's metrics are those of the shipped weights, re-evaluated from its own resolved recipe
+    from edgekd.data import build_data
+    from edgekd.engine.evaluate import evaluate_model
+    from edgekd.engine.teacher import build_teacher
+    from edgekd.recipe import recipe_from_dict
+    from edgekd.tasks import get_task
+
+    resolved = recipe_from_dict(provenance["recipe"])
+    resolved = resolved.model_copy(
+        update={"teacher": resolved.teacher.model_copy(update={"checkpoint": out / "teacher.pt"})}
+    )
+    data = build_data(resolved.data)
+    task = get_task(resolved.task, data)
+    metrics = evaluate_model(build_teacher(resolved, data), data.eval_loader(100), task)
+    assert metrics == pytest.approx(provenance["metrics"], abs=1e-9)
+
 
 def test_train_resume_from_a_corrupt_epoch_checkpoint_is_one_line_exit_2(tmp_path, write_recipe):
     recipe = write_recipe("teacher: {model: {name: resnet20, args: {width: 4}}}\ntrain: {epochs: 1}\n")

@@ -251,6 +251,44 @@ def test_multi_teacher_weights_teachers_by_their_label_cross_entropy():
     assert single == pytest.approx(loss_of("kd", batch_of([s], [t1], [y])), rel=1e-6)
 
 
+def test_dense_multi_teacher_weighs_teachers_per_pixel_and_boundaries_by_hand():
+    # 1×2×1×3: two classes, three pixels. Teacher 1 is right on pixel 0, teacher 2 on pixel 1; pixel 2 ignored.
+    s = torch.tensor([[[[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]]]])
+    t1 = torch.tensor([[[[3.0, 2.0, 0.0]], [[0.0, 0.0, 0.0]]]])
+    t2 = torch.tensor([[[[0.0, 0.0, 1.0]], [[2.0, 3.0, 0.0]]]])
+    labels = torch.tensor([[[0, 1, 255]]])
+    batch = DistillBatch(student=s, teachers=[t1, t2], targets=labels)
+
+    def logits(x, i):
+        return [x[0, 0, 0, i].item(), x[0, 1, 0, i].item()]
+
+    per_pixel = []
+    for i, y in enumerate([0, 1]):
+        ce = [-math.log(softmax(logits(t, i))[y]) for t in (t1, t2)]
+        w = softmax([-ce[0], -ce[1]])
+        p_s = softmax(logits(s, i))
+        per_pixel.append(sum(w[k] * kl(softmax(logits(t, i)), p_s) for k, t in enumerate((t1, t2))))
+    assert per_pixel[0] > 0 and per_pixel[1] > 0
+    got = loss_of("multi_teacher", batch, temperature=1.0)
+    assert got == pytest.approx(statistics.fmean(per_pixel), rel=1e-5)  # the ignored pixel counts nowhere
+    # band 1 around the 0|1 label boundary covers pixels 0 and 1 (and 2, which stays ignored): equal weights
+    weighted = loss_of("multi_teacher", batch, temperature=1.0, band=1, boundary_weight=4.0)
+    assert weighted == pytest.approx(statistics.fmean(per_pixel), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("pixel_kd", {"temperature": 2.0}),
+        ("boundary_kd", {"temperature": 2.0, "band": 1, "boundary_weight": 4.0}),
+    ],
+)
+def test_dense_multi_teacher_with_one_teacher_is_exactly_the_single_teacher_loss(name, params):
+    batch = case_batch("pixel_kd", same=False)  # random dense logits with a few ignored pixels
+    got = loss_of("multi_teacher", batch, **params)
+    assert got == pytest.approx(loss_of(name, batch, **params), rel=1e-6) and got > 0
+
+
 def feature_batch(s_feat: torch.Tensor, t_feat: torch.Tensor, logits=None, targets=None, epoch=0):
     n = s_feat.shape[0]
     logits = torch.zeros(n, 2) if logits is None else logits
@@ -422,7 +460,7 @@ def test_class_logit_losses_refuse_dense_predictions():
     batch = dense_batch(
         torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long)
     )
-    with pytest.raises(InputError, match="pixel_kd, cwd or boundary_kd"):
+    with pytest.raises(InputError, match="pixel_kd, cwd, boundary_kd or multi_teacher"):
         loss_of("dkd", batch)
 
 

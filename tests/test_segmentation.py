@@ -234,6 +234,24 @@ def test_pruned_unet_keeps_skips_valid_and_exports_with_dynamic_size(scenes, tmp
         assert np.abs(out - student(x).numpy()).max() < 1e-3
 
 
+def test_pruning_warns_when_a_head_is_left_reading_fewer_channels_than_it_emits(scenes, caplog):
+    from edgekd import prune
+    from edgekd.models import build_model
+
+    task = get_task("segmentation")
+    model = build_model(ModelSpec(name="unet", args={"width": 8, "depth": 2}), 11, 1).eval()
+    cfg = PruneConfig(target="channels", reduction=0.5, iterative_steps=1, round_to=None)
+    with caplog.at_level("WARNING", logger="edgekd"):
+        student, _ = prune.run(model, scenes, task, cfg, 0)
+    assert student.head.in_channels == 4  # 8 → 4 channels feeding 11 class logits
+    assert "head 'head' now reads 4 channels for 11 outputs" in caplog.text
+    caplog.clear()
+    keep = cfg.model_copy(update={"ignored_layers": ["up.1.conv.3"]})  # the conv feeding the head
+    with caplog.at_level("WARNING", logger="edgekd"):
+        student, _ = prune.run(model, scenes, task, keep, 0)
+    assert student.head.in_channels == 8 and "now reads" not in caplog.text
+
+
 def test_torchvision_segmentation_model_dict_output_prunes_and_exports(scenes, tmp_path):
     from edgekd import prune
     from edgekd.export import export_onnx
@@ -278,7 +296,9 @@ TINY = (
 )
 
 
-@pytest.mark.parametrize("recipe", ["fashion_scenes_seg.yaml", "sclera_unet.yaml"])
+@pytest.mark.parametrize(
+    "recipe", ["fashion_scenes_seg.yaml", "fashion_scenes_multi_teacher.yaml", "sclera_unet.yaml"]
+)
 def test_segmentation_recipe_runs_end_to_end(recipe, tmp_path):
     import json
 
@@ -301,3 +321,5 @@ def test_segmentation_recipe_runs_end_to_end(recipe, tmp_path):
     assert "plots/segmentation.png" in (out / "report.md").read_text()
     assert run_cli("report", str(out)).returncode == 0  # re-rendering keeps the strip the run drew
     assert "plots/segmentation.png" in (out / "report.md").read_text()
+    recipe_losses = {spec["name"] for spec in report["recipe"]["distill"]["losses"]}
+    assert set(report["distillation"]["history"][0]["loss_terms"]) == recipe_losses

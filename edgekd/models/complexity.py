@@ -27,7 +27,9 @@ def count_params(model: nn.Module) -> int:
 
 def count_complexity(model: nn.Module, example_input: torch.Tensor) -> Complexity:
     """MACs for one forward pass of ``example_input`` (use batch 1) and the parameter count."""
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # fvcore.nn scripts its focal loss at import: torch warns jit is deprecated
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.eval()

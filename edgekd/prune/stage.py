@@ -29,6 +29,7 @@ from edgekd.prune.layers import (
     channel_records,
     forward_or_explain,
     layer_widths,
+    narrowed_heads,
     output_layers,
     resolve_ignored,
 )
@@ -74,6 +75,14 @@ def run(
         outcome = _search(pruner, cfg)
         pruned, after = pruner.probe(outcome.ratio)  # cached: the accepted ratio is always the last probe
     pruner.close()
+    for name, inputs, outputs in narrowed_heads(model, pruned, pruner.heads):
+        log.warning(
+            "prune: head '%s' now reads %d channels for %d outputs, a bottleneck fine-tuning rarely recovers; "
+            "add the layer feeding it to prune.ignored_layers",
+            name,
+            inputs,
+            outputs,
+        )
     result = PruneResult(
         importance=cfg.importance,
         target=cfg.target,

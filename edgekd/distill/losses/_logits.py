@@ -20,7 +20,7 @@ def require_class_logits(name: str, batch: DistillBatch) -> None:
     if batch.student.ndim != 2 or batch.targets.ndim != 1:
         raise InputError(
             f"loss '{name}' needs N×C class logits and N labels, got predictions of shape "
-            f"{tuple(batch.student.shape)}; for dense predictions use pixel_kd, cwd or boundary_kd"
+            f"{tuple(batch.student.shape)}; for dense predictions use pixel_kd, cwd, boundary_kd or multi_teacher"
         )
 
 
