@@ -27,7 +27,8 @@ def count_params(model: nn.Module) -> int:
 
 def count_complexity(model: nn.Module, example_input: torch.Tensor) -> Complexity:
     """MACs for one forward pass of ``example_input`` (use batch 1) and the parameter count."""
-    with warnings.catch_warnings():  # fvcore.nn scripts its focal loss at import: torch warns jit is deprecated
+    # fvcore.nn scripts its focal loss at import, and torch warns that jit.script is deprecated: not our call.
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
         from fvcore.nn import FlopCountAnalysis
 
