@@ -7,8 +7,8 @@ the teacher is pruned **once** (group L2, −75% MACs) and every arm distils a c
 with the same seed; only ``distill.losses`` (and, for the multi-teacher arms, the teachers) change:
 
 (a) ``ce`` only: fine-tuning on the labels, the control;
-(b) ``ce`` + ``pixel_kd`` (T = 1);
-(c) ``ce`` + ``cwd`` (channel-wise distillation, weight 3): ``recipes/fashion_scenes_seg.yaml`` as shipped;
+(b) ``ce`` + ``pixel_kd`` (T = 1): ``recipes/fashion_scenes_seg.yaml`` as shipped;
+(c) ``ce`` + ``cwd`` (channel-wise distillation, the authors' weight 3, τ = 1);
 (d) ``ce`` + ``boundary_kd`` (band 2, boundary pixels ×5), one teacher;
 (e) ``ce`` + ``multi_teacher`` from both teachers, per-pixel confidence weights, no boundary weighting;
 (f) ``ce`` + ``multi_teacher`` with boundary weighting: ``recipes/fashion_scenes_multi_teacher.yaml`` (thesis 004).
@@ -48,8 +48,8 @@ MULTI = REPO / "recipes" / "fashion_scenes_multi_teacher.yaml"
 CE = {"name": "ce", "weight": 1.0}
 ARMS: dict[str, tuple[str, list[dict] | Path, bool]] = {  # key: (label, losses or recipe, both teachers)
     "a": ("(a) ce only (fine-tune, no teacher)", [CE], False),
-    "b": ("(b) ce + pixel_kd", [CE, {"name": "pixel_kd", "weight": 1.0, "temperature": 1.0}], False),
-    "c": ("(c) ce + cwd (recipe as shipped)", RECIPE, False),
+    "b": ("(b) ce + pixel_kd (recipe as shipped)", RECIPE, False),
+    "c": ("(c) ce + cwd (weight 3, τ 1)", [CE, {"name": "cwd", "weight": 3.0, "temperature": 1.0}], False),
     "d": ("(d) ce + boundary_kd", [CE, {"name": "boundary_kd", "weight": 1.0, "band": 2}], False),
     "e": (
         "(e) ce + multi_teacher, 2 teachers",
