@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from edgekd.distill import LOSSES, DistillBatch, DistillObjective, LossContext
-from edgekd.distill.losses.boundary_kd import boundary_band
+from edgekd.distill.losses._dense import boundary_band
 from edgekd.distill.losses.dkd import dkd_terms
 from edgekd.distill.params import parse_loss_params
 from edgekd.errors import InputError

@@ -1,4 +1,4 @@
-"""Helpers shared by the dense-prediction losses (``pixel_kd``, ``cwd``, ``boundary_kd``).
+"""Helpers shared by the dense-prediction losses (``pixel_kd``, ``cwd``, ``boundary_kd``, dense ``multi_teacher``).
 
 Conventions: predictions are N×C×H×W logits; labels are N×H×W class indices, with ``ignore_index`` (255 by
 default, as in VOC/Cityscapes) marking pixels that count nowhere. If the student's grid differs from the
@@ -48,3 +48,28 @@ def pixel_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -
     log_p_s = F.log_softmax(student / temperature, dim=1)
     log_p_t = F.log_softmax(teacher / temperature, dim=1)
     return F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(dim=1) * temperature**2
+
+
+def boundary_band(classes: torch.Tensor, band: int) -> torch.Tensor:
+    """N×H×W bool: pixels with a pixel of another class within ``band`` pixels (Chebyshev distance)."""
+    x = classes[:, None].float()
+    size = 2 * band + 1
+    highest = F.max_pool2d(x, size, stride=1, padding=band)
+    lowest = -F.max_pool2d(-x, size, stride=1, padding=band)
+    return (highest != lowest)[:, 0]
+
+
+def pixel_mean(
+    per_pixel: torch.Tensor,
+    valid: torch.Tensor,
+    boundary_classes: torch.Tensor | None = None,
+    band: int = 2,
+    boundary_weight: float = 0.0,
+) -> torch.Tensor:
+    """Mean of an N×H×W per-pixel loss over valid pixels, pixels near a boundary of ``boundary_classes``
+    counted ``1 + boundary_weight`` times (``pixel_kd``, ``boundary_kd`` and dense ``multi_teacher`` share it,
+    so their weights mean the same)."""
+    weights = valid
+    if boundary_classes is not None and boundary_weight:
+        weights = valid * (1.0 + boundary_weight * boundary_band(boundary_classes, band).to(valid.dtype))
+    return (weights * per_pixel).sum() / weights.sum().clamp_min(1.0)

@@ -26,11 +26,16 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._dense import dense_pair, labels_on_grid, pixel_kl, valid_pixels
+from edgekd.distill.losses._dense import (
+    dense_pair,
+    labels_on_grid,
+    pixel_kl,
+    pixel_mean,
+    valid_pixels,
+)
 from edgekd.distill.losses._schedule import ScheduledParams, idle
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 from edgekd.errors import InputError
@@ -44,15 +49,6 @@ class BoundaryKDParams(ScheduledParams):
     boundary_from: Literal["label", "teacher"] = Field("label", description="Class map the band is drawn on.")
     temperature: float = Field(1.0, gt=0)
     ignore_index: int | None = Field(255, description="Label value excluded from the loss (null: none).")
-
-
-def boundary_band(classes: torch.Tensor, band: int) -> torch.Tensor:
-    """N×H×W bool: pixels with a pixel of another class within ``band`` pixels (Chebyshev distance)."""
-    x = classes[:, None].float()
-    size = 2 * band + 1
-    highest = F.max_pool2d(x, size, stride=1, padding=band)
-    lowest = -F.max_pool2d(-x, size, stride=1, padding=band)
-    return (highest != lowest)[:, 0]
 
 
 @LOSSES.register("boundary_kd")
@@ -75,6 +71,5 @@ class BoundaryKD(DistillLoss):
                 f"{tuple(batch.targets.shape)}; set boundary_from: teacher"
             )
         classes = labels if p.boundary_from == "label" else teacher.argmax(dim=1)
-        weights = 1.0 + p.boundary_weight * boundary_band(classes, p.band).to(kl.dtype)
-        weights = weights * valid_pixels(labels, kl, p.ignore_index)
-        return (weights * kl).sum() / weights.sum().clamp_min(1.0)
+        valid = valid_pixels(labels, kl, p.ignore_index)
+        return pixel_mean(kl, valid, classes, p.band, p.boundary_weight)

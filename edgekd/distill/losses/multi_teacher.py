@@ -37,12 +37,11 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._dense import labels_on_grid, pixel_kl, valid_pixels
+from edgekd.distill.losses._dense import labels_on_grid, pixel_kl, pixel_mean, valid_pixels
 from edgekd.distill.losses._features import resize_to
 from edgekd.distill.losses._logits import kl_rows, require_class_logits
 from edgekd.distill.losses._schedule import ScheduledParams, idle
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
-from edgekd.distill.losses.boundary_kd import boundary_band
 from edgekd.errors import InputError
 
 
@@ -93,9 +92,9 @@ class MultiTeacherKD(DistillLoss):
                 "multi_teacher: dense predictions need N×H×W label maps to weigh the teachers per pixel, got "
                 f"labels of shape {tuple(batch.targets.shape)}"
             )
-        kls = torch.stack([pixel_kl(resize_to(batch.student, grid), t, p.temperature) for t in teachers])
+        student = resize_to(batch.student, grid)
+        kls = torch.stack([pixel_kl(student, t, p.temperature) for t in teachers])
         valid = valid_pixels(labels, kls[0], p.ignore_index)
         # Ignored pixels get label 0 for the teachers' CE: any class would do, valid = 0 drops them.
         weights = teacher_weights(teachers, labels.masked_fill(valid == 0, 0))
-        pixel_weights = valid * (1.0 + p.boundary_weight * boundary_band(labels, p.band).to(valid.dtype))
-        return (pixel_weights * (weights * kls).sum(dim=0)).sum() / pixel_weights.sum().clamp_min(1.0)
+        return pixel_mean((weights * kls).sum(dim=0), valid, labels, p.band, p.boundary_weight)

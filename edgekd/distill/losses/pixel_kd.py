@@ -25,7 +25,7 @@ import torch
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._dense import dense_pair, labels_on_grid, pixel_kl, valid_pixels
+from edgekd.distill.losses._dense import dense_pair, labels_on_grid, pixel_kl, pixel_mean, valid_pixels
 from edgekd.distill.losses._schedule import ScheduledParams, idle
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 
@@ -49,4 +49,4 @@ class PixelKD(DistillLoss):
         student, teacher = dense_pair("pixel_kd", batch)
         kl = pixel_kl(student, teacher, p.temperature)
         valid = valid_pixels(labels_on_grid(batch.targets, kl.shape[-2:]), kl, p.ignore_index)
-        return (kl * valid).sum() / valid.sum().clamp_min(1.0)
+        return pixel_mean(kl, valid)
