@@ -466,6 +466,9 @@ def test_class_logit_losses_refuse_dense_predictions():
 
 # --- end to end through the real CLI --------------------------------------------------------------------------
 
+# 512 training / 256 eval images, JSON report only: enough to run every stage of `compress` once.
+TINY_RUN = ("--set", "data.train_limit=512", "--set", "data.eval_limit=256", "--set", "report.formats=[json]")
+
 
 def test_compress_with_ce_kd_and_fitnet_runs_end_to_end(tmp_path):
     losses = (
@@ -508,15 +511,7 @@ def test_multi_teacher_recipe_with_an_extra_checkpoint_runs_end_to_end(tmp_path)
         )
         return str(path)
 
-    small = (
-        "--set",
-        "data.train_limit=512",
-        "--set",
-        "data.eval_limit=256",
-        "--set",
-        "report.formats=[json]",
-    )
-    proc = run_cli("compress", recipe("second.pt"), "--out", str(tmp_path / "run"), *small)
+    proc = run_cli("compress", recipe("second.pt"), "--out", str(tmp_path / "run"), *TINY_RUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["stages"]["distill"]["teachers"] == 2
@@ -524,7 +519,7 @@ def test_multi_teacher_recipe_with_an_extra_checkpoint_runs_end_to_end(tmp_path)
     extra = report["recipe"]["distill"]["extra_teachers"][0]
     assert extra["checkpoint"] == str(tmp_path / "recipes" / "second.pt")  # resolved against the recipe
 
-    proc = run_cli("compress", recipe("absent.pt"), "--out", str(tmp_path / "bad"), *small)
+    proc = run_cli("compress", recipe("absent.pt"), "--out", str(tmp_path / "bad"), *TINY_RUN)
     assert proc.returncode == 2 and "absent.pt: checkpoint not found" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "bad" / "student.pt").exists()
 
@@ -537,16 +532,8 @@ def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
         "{name: review, epochs: 1, lr: 0.01, self_review: true,"
         " losses: [{name: ce, weight: 0.5}, {name: multi_teacher, weight: 0.5}]}]"
     )
-    small = (
-        "--set",
-        "data.train_limit=512",
-        "--set",
-        "data.eval_limit=256",
-        "--set",
-        "report.formats=[json]",
-    )
     out = tmp_path / "run"
-    proc = run_cli("compress", str(QUICKSTART), "--out", str(out), *small, "--set", phases)
+    proc = run_cli("compress", str(QUICKSTART), "--out", str(out), *TINY_RUN, "--set", phases)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     history = report["distillation"]["history"]
@@ -556,7 +543,7 @@ def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
     assert (out / "state" / "distill-p2-last.pt").is_file()  # one epoch checkpoint per phase
 
     bad = phases.replace("multi_teacher", "multi_teachr")
-    proc = run_cli("compress", str(QUICKSTART), "--out", str(tmp_path / "bad"), *small, "--set", bad)
+    proc = run_cli("compress", str(QUICKSTART), "--out", str(tmp_path / "bad"), *TINY_RUN, "--set", bad)
     assert proc.returncode == 2 and "distill.phases.1.losses.1.name" in proc.stderr, proc.stderr[-2000:]
 
 
