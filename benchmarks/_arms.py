@@ -11,10 +11,12 @@ from pathlib import Path
 from torch import nn
 
 from edgekd import distill
+from edgekd.context import RunContext
 from edgekd.data import DataBundle
-from edgekd.export import export_onnx
+from edgekd.export import ParityReference, export_onnx
 from edgekd.models.complexity import count_complexity
 from edgekd.recipe import Recipe
+from edgekd.rundir import RunDir
 from edgekd.tasks import Task, get_task
 
 
@@ -27,7 +29,7 @@ def ort_metrics(
 ) -> dict[str, float]:
     """Metrics of ``model`` exported to ONNX (parity-gated) and run by ONNX Runtime."""
     artifact = export_onnx(
-        model, data, task, recipe.export, path, name=path.name, metadata={"role": "student"}
+        ParityReference(model, data, task), recipe.export, path, metadata={"role": "student"}
     )
     return dict(artifact.metrics)
 
@@ -44,7 +46,8 @@ def distill_arm(
     """Distil ``student`` from ``teachers`` with ``recipe.distill`` and score its ONNX file; one results row."""
     task = get_task(recipe.task, data)
     started = time.perf_counter()
-    result = distill.run(student, teachers, data, task, recipe.distill, recipe.data, recipe.seed)
+    ctx = RunContext(recipe=recipe, run=RunDir(work), data=data, task=task, teachers=tuple(teachers))
+    result = distill.train_student(ctx, student)
     metrics = ort_metrics(student, data, task, recipe, work / f"{key}.onnx")
     cost = count_complexity(student, data.example_input(1))
     row = {

@@ -40,14 +40,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from edgekd import distill, prune  # noqa: E402
+from edgekd.context import RunContext  # noqa: E402
 from edgekd.data import DataBundle, build_data  # noqa: E402
-from edgekd.engine.teacher import build_teacher  # noqa: E402
 from edgekd.engine.trainer import seed_everything  # noqa: E402
-from edgekd.export import export_onnx  # noqa: E402
+from edgekd.export import ParityReference, export_onnx  # noqa: E402
 from edgekd.io import write_json, write_text  # noqa: E402
 from edgekd.models.complexity import count_complexity  # noqa: E402
-from edgekd.recipe import Recipe, load_recipe  # noqa: E402
+from edgekd.recipe import Recipe  # noqa: E402
+from edgekd.run import load_recipe  # noqa: E402
+from edgekd.rundir import RunDir  # noqa: E402
 from edgekd.tasks import get_task  # noqa: E402
+from edgekd.teacher import build_teacher  # noqa: E402
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 MIN_MACS_REDUCTION = 0.74
@@ -154,7 +157,7 @@ def ort_accuracy(model: nn.Module, data: DataBundle, recipe: Recipe, path: Path)
     """Accuracy of ``model`` exported to ONNX (simplified, parity-gated) and run by ONNX Runtime."""
     task = get_task(recipe.task)
     artifact = export_onnx(
-        model, data, task, recipe.export, path, name=path.name, metadata={"role": "student"}
+        ParityReference(model, data, task), recipe.export, path, metadata={"role": "student"}
     )
     return artifact.metrics["accuracy"]
 
@@ -167,7 +170,11 @@ def run_arm(
     if arm.scratch:
         reinitialise(student, seed)
     started = time.perf_counter()
-    result = distill.run(student, [teacher], data, get_task(recipe.task), recipe.distill, recipe.data, seed)
+    recipe = recipe.model_copy(update={"seed": seed})
+    ctx = RunContext(
+        recipe=recipe, run=RunDir(work), data=data, task=get_task(recipe.task), teachers=(teacher,)
+    )
+    result = distill.train_student(ctx, student)
     accuracy = ort_accuracy(student, data, recipe, work / f"{arm.key}-seed{seed}.onnx")
     run = Run(seed, accuracy, result.metrics["accuracy"], result.best_epoch, time.perf_counter() - started)
     log(
@@ -189,7 +196,7 @@ def prune_per_seed(
     pruned_by_seed, accuracies = {}, []
     for seed in seeds:
         seed_everything(seed)
-        pruned, info = prune.run(teacher, data, task, recipe.prune, seed)
+        pruned, info = prune.prune_model(teacher, data, task, recipe.prune, seed)
         if info.macs_reduction < MIN_MACS_REDUCTION:
             raise SystemExit(f"pruning removed only {info.macs_reduction:.1%} of MACs (< 74%)")
         pruned_by_seed[seed] = pruned

@@ -36,12 +36,13 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from benchmarks._arms import distill_arm, log, ort_metrics  # noqa: E402
 from edgekd import prune  # noqa: E402
 from edgekd.data import build_data  # noqa: E402
-from edgekd.engine.teacher import build_extra_teachers, build_teacher  # noqa: E402
 from edgekd.engine.trainer import seed_everything  # noqa: E402
 from edgekd.io import write_json, write_text  # noqa: E402
 from edgekd.models.complexity import count_complexity  # noqa: E402
-from edgekd.recipe import Recipe, load_recipe  # noqa: E402
+from edgekd.recipe import Recipe  # noqa: E402
+from edgekd.run import load_recipe  # noqa: E402
 from edgekd.tasks import get_task  # noqa: E402
+from edgekd.teacher import build_extra_teachers, build_teacher  # noqa: E402
 
 RECIPE = REPO / "recipes" / "fashion_scenes_seg.yaml"
 MULTI = REPO / "recipes" / "fashion_scenes_multi_teacher.yaml"
@@ -99,7 +100,7 @@ def main() -> None:
             }
             log(f"teacher {i + 1}: {rows[f'teacher{i + 1}']['ort']}")
         seed_everything(recipe.seed)
-        pruned, info = prune.run(teachers[0], data, task, recipe.prune, recipe.seed)
+        pruned, info = prune.prune_model(teachers[0], data, task, recipe.prune, recipe.seed)
         rows["pruned"] = {
             "label": f"pruned −{info.macs_reduction:.1%} MACs, before distillation",
             "ort": ort_metrics(pruned, data, task, recipe, work / "pruned.onnx"),

@@ -40,14 +40,15 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 from benchmarks._arms import distill_arm, log, ort_metrics  # noqa: E402
 from edgekd import prune  # noqa: E402
 from edgekd.data import DataBundle, build_data  # noqa: E402
-from edgekd.engine.teacher import build_teacher  # noqa: E402
 from edgekd.engine.trainer import seed_everything  # noqa: E402
 from edgekd.io import write_json, write_text  # noqa: E402
 from edgekd.models import build_model  # noqa: E402
 from edgekd.models.complexity import count_complexity  # noqa: E402
-from edgekd.recipe import Recipe, load_recipe  # noqa: E402
+from edgekd.recipe import Recipe  # noqa: E402
 from edgekd.recipe.schema import ModelSpec  # noqa: E402
+from edgekd.run import load_recipe  # noqa: E402
 from edgekd.tasks import get_task  # noqa: E402
+from edgekd.teacher import build_teacher  # noqa: E402
 
 RECIPE = REPO / "recipes" / "gaze_mobilenet.yaml"
 CE = {"name": "ce", "weight": 0.5}
@@ -112,7 +113,7 @@ def main() -> None:
         }
         log(f"teacher: {rows['teacher']['ort']}")
         seed_everything(recipe.seed)
-        pruned, info = prune.run(teacher, data, task, recipe.prune, recipe.seed)
+        pruned, info = prune.prune_model(teacher, data, task, recipe.prune, recipe.seed)
         rows["pruned"] = {
             "label": "(a) before distillation",
             "ort": ort_metrics(pruned, data, task, recipe, work / "p.onnx"),

@@ -9,7 +9,8 @@ What runs, side by side in one process:
 * the Fashion-MNIST student of a compress run (``--run``; the quickstart's, which this script creates with
   ``edgekd compress recipes/quickstart.yaml`` if the directory has no ``student.pt``): its shipped FP32
   ``student.onnx``, and INT8 files made by ``edgekd.export.quantize.export_int8`` with and without
-  ``quant_pre_process`` (256 calibration images from the training split);
+  ``quant_pre_process`` (256 calibration images from the training split), and with 8-bit and 7-bit weights
+  (``reduce_range``: the default on x86 CPUs without VNNI, whose U8S8 kernels saturate);
 * the unpruned teacher (``teacher.onnx``) and its INT8 file, to separate "INT8 on this CPU" from "INT8 on
   a narrow pruned net";
 * unless ``--no-resnet18``: torchvision ResNet-18 (3×224×224, random weights) pruned 50% through edgekd,
@@ -48,12 +49,12 @@ def fmnist_files(run: Path, tmp: Path, calibration: int) -> tuple[dict[str, Path
     """FP32 and INT8 files of the run's student and teacher, with their ORT accuracy on the 10k test set."""
     import edgekd
     from edgekd.data import build_data
-    from edgekd.engine.teacher import build_teacher
-    from edgekd.export import evaluate_onnx
-    from edgekd.export.quantize import export_int8
-    from edgekd.recipe import load_recipe
+    from edgekd.export import ParityReference, evaluate_onnx
+    from edgekd.export.quantize import Calibration, export_int8, saturating_cpu
     from edgekd.recipe.schema import DataConfig
+    from edgekd.run import load_recipe
     from edgekd.tasks import get_task
+    from edgekd.teacher import build_teacher
 
     data, task = build_data(DataConfig()), get_task("classification")
     student = edgekd.load_student(run / "student.pt")
@@ -63,14 +64,18 @@ def fmnist_files(run: Path, tmp: Path, calibration: int) -> tuple[dict[str, Path
         k: {"accuracy": evaluate_onnx(p, data, task)["accuracy"], "size": p.stat().st_size}
         for k, p in files.items()
     }
+    auto = saturating_cpu()  # what `compress` does on this machine (7-bit weights on x86 without VNNI)
     jobs = [
-        ("student INT8", student, run / "student.onnx", True),
-        ("student INT8, no pre-process", student, run / "student.onnx", False),
-        ("teacher INT8", teacher, run / "teacher.onnx", True),
+        ("student INT8", student, run / "student.onnx", True, auto),
+        ("student INT8, no pre-process", student, run / "student.onnx", False, auto),
+        ("student INT8, 8-bit weights", student, run / "student.onnx", True, False),
+        ("student INT8, 7-bit weights (reduce_range)", student, run / "student.onnx", True, True),
+        ("teacher INT8", teacher, run / "teacher.onnx", True, auto),
     ]
-    for label, model, src, pre in jobs:
-        out = tmp / (label.replace(" ", "_").replace(",", "") + ".onnx")
-        art = export_int8(src, model, data, task, out, calibration_samples=calibration, preprocess=pre)
+    for label, model, src, pre, reduce_range in jobs:
+        out = tmp / (label.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "") + ".onnx")
+        options = Calibration(calibration, pre, reduce_range=reduce_range)
+        art = export_int8(src, ParityReference(model, data, task), out, options)
         files[label] = out
         info[label] = {
             "accuracy": art.metrics["accuracy"],
@@ -81,9 +86,12 @@ def fmnist_files(run: Path, tmp: Path, calibration: int) -> tuple[dict[str, Path
 
 
 def resnet18_files(tmp: Path, calibration: int) -> dict[str, Path]:
+    from dataclasses import replace
+
     from realisation import dense_model, export, prune_model, random_data
 
-    from edgekd.export.quantize import export_int8
+    from edgekd.export import ParityReference
+    from edgekd.export.quantize import INT8_LIMITS, Calibration, export_int8
     from edgekd.tasks import get_task
 
     data = random_data(images=max(8, min(calibration, 64)))
@@ -94,7 +102,8 @@ def resnet18_files(tmp: Path, calibration: int) -> dict[str, Path]:
         label = "ResNet-18 pruned INT8" + ("" if pre else ", no pre-process")
         out = tmp / f"resnet18_int8_{pre}.onnx"
         task = get_task("classification")
-        export_int8(fp32, pruned, data, task, out, calibration_samples=64, preprocess=pre, min_agreement=0.0)
+        reference = ParityReference(pruned, data, task)
+        export_int8(fp32, reference, out, Calibration(64, pre), replace(INT8_LIMITS, min_agreement=0.0))
         files[label] = out
     return files
 

@@ -6,7 +6,7 @@ Both ratios come from ONE process, with the two sides measured alternately (CE, 
 other processes on the shared machine hits both sides alike; each ratio is the median over repetitions.
 
 1. **KD step ÷ plain CE step, with augmentation** (goal ≤ 1.35). Student: the quickstart teacher pruned by
-   ``edgekd.prune.run`` with the quickstart recipe (75% MACs reduction). Both sides train the same student
+   ``edgekd.prune.prune_model`` with the quickstart recipe (75% MACs reduction). Both sides train the same student
    copy on the same augmented batches (batch 128): CE runs ``student → cross-entropy → backward → SGD step``;
    KD runs the real :class:`~edgekd.distill.DistillObjective` with the quickstart losses (CE 0.5 + KD 0.5,
    T = 4), i.e. the frozen teacher's forward on every step as well. Batch assembly is excluded on both sides.
@@ -39,10 +39,10 @@ from edgekd import prune  # noqa: E402
 from edgekd.data import build_data  # noqa: E402
 from edgekd.data.base import DataBundle, TensorSplit  # noqa: E402
 from edgekd.distill import DistillObjective  # noqa: E402
-from edgekd.engine.teacher import build_teacher  # noqa: E402
 from edgekd.engine.trainer import FitOptions, build_optimizer, fit  # noqa: E402
-from edgekd.recipe import load_recipe  # noqa: E402
+from edgekd.run import load_recipe  # noqa: E402
 from edgekd.tasks import get_task  # noqa: E402
+from edgekd.teacher import build_teacher  # noqa: E402
 
 QUICKSTART_EPOCHS = 4
 
@@ -63,7 +63,7 @@ def main() -> None:
     task = get_task(recipe.task)
     data = build_data(recipe.data)
     teacher = build_teacher(recipe, data)
-    student, pruned = prune.run(teacher, data, task, recipe.prune, recipe.seed)
+    student, pruned = prune.prune_model(teacher, data, task, recipe.prune, recipe.seed)
     student.requires_grad_(True)
     bs = recipe.data.batch_size
     load = os.getloadavg()[0]
@@ -221,7 +221,7 @@ def report(macs_reduction, bs, step, epoch, args, load, threads, classes) -> str
         [
             f"Command: `{cmd}` (torch threads {threads}, 1-min load average ≤ {load:.2f} during the run)",
             "",
-            f"Student: quickstart teacher pruned by `edgekd.prune.run` (−{100 * macs_reduction:.1f}% MACs), "
+            f"Student: quickstart teacher pruned by `edgekd.prune.prune_model` (−{100 * macs_reduction:.1f}% MACs), "
             f"batch {bs}, {classes} classes.",
             "",
             "| measure | value | goal | |",

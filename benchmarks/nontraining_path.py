@@ -11,7 +11,7 @@ Data: real Fashion-MNIST test images (the first ``--images``), bilinearly upsamp
 replicated to 3 channels, held as uint8 like every edgekd dataset; their 10 labels are valid class indices of
 the 1000-way head. Building this bundle is not timed.
 
-Timed, at edgekd defaults except the pruning target: ``edgekd.prune.run`` (group L2, 50% of channels, 8
+Timed, at edgekd defaults except the pruning target: ``edgekd.prune.prune_model`` (group L2, 50% of channels, 8
 iterative steps) → ``edgekd.export.export_onnx`` (TorchScript export, onnxsim, metadata, checker, parity on
 256 images, ORT evaluation of the eval split) → ``edgekd.profile.run`` (local, threads [1, 0], adaptive runs
 within 3 s each, fresh probe process per setting). Goal: ≤ 15 s wall on 2 cores.
@@ -116,14 +116,16 @@ def main() -> None:
     stages: dict[str, float] = {}
     wall = time.perf_counter()
     start = time.perf_counter()
-    student, pruned = prune.run(model, data, task, PruneConfig(target="channels", reduction=0.5), seed=0)
+    student, pruned = prune.prune_model(
+        model, data, task, PruneConfig(target="channels", reduction=0.5), seed=0
+    )
     stages["prune"] = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
         out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         artifact = export.export_onnx(
-            student, data, task, ExportConfig(), out / "student.onnx", name="student.onnx", metadata={}
+            export.ParityReference(student, data, task), ExportConfig(), out / "student.onnx"
         )
         stages["export"] = time.perf_counter() - start
         start = time.perf_counter()

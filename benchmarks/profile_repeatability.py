@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/profile_repeatability.py [--runs 5] [--model FILE.onnx] [--min-time S ...]
 
-Model (unless ``--model``): the quickstart student, the shipped teacher pruned by ``edgekd.prune.run`` with the
+Model (unless ``--model``): the quickstart student, the shipped teacher pruned by ``edgekd.prune.prune_model`` with the
 quickstart recipe and exported by ``edgekd.export.export_onnx``. It runs in ~0.3 ms, the hard case for a
 profiler: its median's confidence interval narrows within a dozen runs, so it is the model whose numbers
 move most between runs.
@@ -38,17 +38,17 @@ def quickstart_student(out_dir: Path) -> Path:
     """Export the quickstart's pruned (not distilled: latency does not depend on the weights) student."""
     from edgekd import export, prune
     from edgekd.data import build_data
-    from edgekd.engine.teacher import build_teacher
-    from edgekd.recipe import load_recipe
+    from edgekd.run import load_recipe
     from edgekd.tasks import get_task
+    from edgekd.teacher import build_teacher
 
     recipe = load_recipe(
         REPO / "recipes" / "quickstart.yaml", ["data.eval_limit=256", "data.train_limit=256"]
     )
     data, task = build_data(recipe.data), get_task(recipe.task)
-    student, _ = prune.run(build_teacher(recipe, data), data, task, recipe.prune, recipe.seed)
+    student, _ = prune.prune_model(build_teacher(recipe, data), data, task, recipe.prune, recipe.seed)
     path = out_dir / "student.onnx"
-    export.export_onnx(student, data, task, recipe.export, path, name="student.onnx", metadata={})
+    export.export_onnx(export.ParityReference(student, data, task), recipe.export, path)
     return path
 
 
@@ -65,11 +65,11 @@ def cli_run(model: Path) -> dict[int, dict]:
 
 
 def api_run(model: Path, min_time: float) -> dict[int, dict]:
-    from edgekd.profile import run
+    from edgekd.profile import profile_files
     from edgekd.recipe.schema import ProfileConfig
     from edgekd.results import to_dict
 
-    profiles = run({model.name: model}, ProfileConfig(min_time_s=min_time))[model.name]
+    profiles = profile_files({model.name: model}, ProfileConfig(min_time_s=min_time))[model.name]
     return {p.device["threads_requested"]: to_dict(p) for p in profiles}
 
 

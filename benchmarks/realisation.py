@@ -9,7 +9,7 @@ exactly as much as MACs did; "FLOPs dropped but latency didn't" is a realisation
 less of a MACs cut).
 
 What runs: torchvision ResNet-18 and MobileNetV2 at 3×224×224 with random weights (latency does not depend
-on the values), 1000 classes, pruned to 50% of MACs by ``edgekd.prune.run`` (group L2, 8 iterative steps,
+on the values), 1000 classes, pruned to 50% of MACs by ``edgekd.prune.prune_model`` (group L2, 8 iterative steps,
 the recipe defaults) with each ``round_to`` value, exported by ``edgekd.export.export_onnx`` (opset 18,
 onnxsim, parity on random images), and timed with the probe at batch 1: dense and every pruned variant
 side by side, interleaved over ``--rounds`` rounds (median p50). A uniform channel ratio moves in coarse
@@ -67,7 +67,7 @@ def prune_model(model: torch.nn.Module, data, round_to: int | None, reduction: f
     for tolerance in (0.01, 0.03, 0.1):
         try:
             cfg = PruneConfig(reduction=reduction, round_to=round_to, tolerance=tolerance)
-            return prune.run(model, data, get_task("classification"), cfg, seed=0)
+            return prune.prune_model(model, data, get_task("classification"), cfg, seed=0)
         except InputError:
             if tolerance == 0.1:
                 raise
@@ -75,18 +75,12 @@ def prune_model(model: torch.nn.Module, data, round_to: int | None, reduction: f
 
 
 def export(model: torch.nn.Module, data, path: Path) -> Path:
-    from edgekd.export import export_onnx
+    from edgekd.export import ParityReference, export_onnx
     from edgekd.recipe.schema import ExportConfig
     from edgekd.tasks import get_task
 
     export_onnx(
-        model,
-        data,
-        get_task("classification"),
-        ExportConfig(parity_samples=8),
-        path,
-        name=path.name,
-        metadata={},
+        ParityReference(model, data, get_task("classification")), ExportConfig(parity_samples=8), path
     )
     return path
 

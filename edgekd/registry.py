@@ -81,6 +81,12 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())} (valid: {valid})"
             ) from None
 
+    def unregister(self, name: str) -> T:
+        """Remove and return ``name``, e.g. a component a test registered for itself; unknown names raise."""
+        component = self.get(name)
+        del self._items[name]
+        return component
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

@@ -180,6 +180,46 @@ class Gate:
     passed: bool
 
 
+# ── Stage results: what each stage's ``run(ctx, upstream)`` returns (see :mod:`edgekd.context`) ──
+
+
+@dataclass(frozen=True)
+class TeacherResult:
+    """The teacher stage: the unpruned model as the report states it (PyTorch metrics on the eval set)."""
+
+    summary: ModelSummary
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    """The distill stage: the training run and the distilled student as the report states it."""
+
+    train: TrainResult
+    student: ModelSummary
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The export stage: every shipped file (teacher and student ONNX, INT8/FP16 variants, ``student.pt``)."""
+
+    artifacts: tuple[Artifact, ...]
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """The profile stage: the exported artifacts, each with its measured profiles."""
+
+    artifacts: tuple[Artifact, ...]
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """The report stage: the report as written to ``report.json`` and the deploy gates it records."""
+
+    report: dict[str, Any]
+    gates: tuple[Gate, ...]
+
+
 def from_dict(cls: type[T], data: Any) -> T:
     """Rebuild a result dataclass from its :func:`to_dict` form (e.g. ``state/*.json`` on ``--resume``).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,16 +15,57 @@ QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 TEACHER = REPO / "recipes" / "teachers" / "fmnist_resnet20.pt"
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``python -m edgekd ARGS`` in a fresh process, as a user would."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
+EDGEKD = (sys.executable, "-m", "edgekd")  # the entry point, as `cli`'s default launcher runs it
+
+
+def sets(*overrides: str) -> tuple[str, ...]:
+    """Recipe overrides as command-line arguments: ``sets("a=1", "b=2") == ("--set", "a=1", "--set", "b=2")``."""
+    return tuple(arg for override in overrides for arg in ("--set", override))
+
+
+# The small-run overrides: every stage of `compress` runs once, on 512/256 images and one distillation epoch,
+# with short profiling and parity checks. Tests append what they measure (rightmost `--set` wins), e.g.
+# `(*SMALL_RUN, *sets("distill.epochs=2"))`.
+SMALL_RUN = sets(
+    "data.train_limit=512",
+    "data.eval_limit=256",
+    "distill.epochs=1",
+    "profile.threads=[1]",
+    "profile.runs=10",
+    "profile.warmup=1",
+    "export.parity_samples=64",
+)
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a CLI subprocess: this one's, without warnings or progress bars, on one torch thread.
+
+    Why one thread: on a shared 2-core machine two threads per process oversubscribe the cores and run ~10x
+    slower, and the thread count is part of what makes CPU float results repeatable from run to run.
+    """
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def cli(
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 900,
+    launcher: tuple[str, ...] = EDGEKD,
+    preexec: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``python -m edgekd ARGS`` in a fresh process, as a user would; return it finished, output captured.
+
+    ``launcher`` replaces ``python -m edgekd`` (e.g. with ``torchrun … -m edgekd``); ``preexec`` runs in the
+    child before it starts (e.g. to set a resource limit).
+    """
     return subprocess.run(
-        [sys.executable, "-m", "edgekd", *args],
+        [*launcher, *args],
         capture_output=True,
         text=True,
         cwd=cwd or REPO,
         timeout=timeout,
-        env=env,
+        env=cli_env(),
+        preexec_fn=preexec,
     )
 
 
@@ -58,3 +100,20 @@ def write_recipe(tmp_path):
         return path
 
     return _write
+
+
+def run_context(bundle, teachers, task: str = "classification", **sections):
+    """A :class:`~edgekd.context.RunContext` for library-level tests: ``bundle`` (a DataBundle) and ``teachers``, the
+    recipe's other sections at their defaults unless passed (e.g. ``distill=DistillConfig(...)``)."""
+    import tempfile
+
+    from edgekd.context import RunContext
+    from edgekd.recipe.schema import Recipe
+    from edgekd.rundir import RunDir
+    from edgekd.tasks import get_task
+
+    recipe = Recipe(task=task, teacher={"model": {"name": "resnet20"}}, **sections)
+    run = RunDir(Path(tempfile.mkdtemp(prefix="edgekd-test-")))
+    return RunContext(
+        recipe=recipe, run=run, data=bundle, task=get_task(task, bundle), teachers=tuple(teachers)
+    )

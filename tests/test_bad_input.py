@@ -8,11 +8,9 @@ file under a final artifact name (nor a temporary) in the run directory.
 from __future__ import annotations
 
 import gzip
-import os
 import resource
 import struct
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import REPO, TEACHER, one_line_error
+from tests.conftest import REPO, TEACHER, cli, one_line_error
 
 FINAL = (
     "teacher.onnx",
@@ -33,19 +31,6 @@ FINAL = (
 )
 TINY = "data:\n  train_limit: 256\n  eval_limit: 128\n"  # block style: cases append "  root: DIR"
 TRAIN_RECIPE = REPO / "recipes" / "teachers" / "fmnist_resnet20.train.yaml"
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def cli(*args: str, preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgekd", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-        env=ENV,
-        preexec_fn=preexec,
-    )
 
 
 def assert_no_artifacts(out: Path) -> None:

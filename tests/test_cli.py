@@ -12,23 +12,13 @@ import sys
 import pytest
 
 from edgekd.report import validate_report
-from tests.conftest import QUICKSTART, one_line_error, run_cli
+from tests.conftest import QUICKSTART, SMALL_RUN, cli, one_line_error, sets
 
+# The shared small run, plus what the tests below measure: the resolved train_limit, 30 profile runs, and enough
+# eval images and parity samples that ORT-vs-PyTorch accuracy and agreement leave room for a flipped prediction.
 SMALL = (
-    "--set",
-    "data.train_limit=2048",
-    "--set",
-    "data.eval_limit=1000",
-    "--set",
-    "distill.epochs=1",
-    "--set",
-    "profile.threads=[1]",
-    "--set",
-    "profile.runs=30",
-    "--set",
-    "profile.warmup=2",
-    "--set",
-    "export.parity_samples=128",
+    *SMALL_RUN,
+    *sets("data.train_limit=2048", "data.eval_limit=1000", "profile.runs=30", "export.parity_samples=128"),
 )
 FINAL_ARTIFACTS = ("teacher.onnx", "student.onnx", "student.pt", "report.json", "report.md", "report.html")
 
@@ -36,7 +26,7 @@ FINAL_ARTIFACTS = ("teacher.onnx", "student.onnx", "student.pt", "report.json", 
 @pytest.fixture(scope="session")
 def compressed(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "quick"
-    proc = run_cli("compress", str(QUICKSTART), "--out", str(out), *SMALL)
+    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
 
@@ -120,13 +110,13 @@ def test_load_student_in_a_fresh_process_reproduces_outputs(compressed, tmp_path
 def test_report_command_regenerates_human_reports(compressed):
     out, _ = compressed
     (out / "report.md").unlink()
-    proc = run_cli("report", str(out))
+    proc = cli("report", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "MACs" in (out / "report.md").read_text()
 
 
 def test_export_command_takes_a_student_pt(compressed, tmp_path):
-    proc = run_cli("export", str(compressed[0] / "student.pt"), "--out", str(tmp_path), "--json")
+    proc = cli("export", str(compressed[0] / "student.pt"), "--out", str(tmp_path), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     artifact = json.loads(proc.stdout)
     assert artifact["parity"]["passed"] and (tmp_path / "student.onnx").is_file()
@@ -135,8 +125,8 @@ def test_export_command_takes_a_student_pt(compressed, tmp_path):
 
 def test_export_command_adds_int8_and_fp16_files(compressed, tmp_path):
     student = str(compressed[0] / "student.pt")
-    proc = run_cli("export", student, "--out", str(tmp_path), "--set", "export.int8={calibration_samples: 64}",
-                   "--set", "export.fp16=true", "--json")  # fmt: skip
+    proc = cli("export", student, "--out", str(tmp_path), "--set", "export.int8={calibration_samples: 64}",
+               "--set", "export.fp16=true", "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     variants = {v["name"]: v for v in json.loads(proc.stdout)["variants"]}
     assert set(variants) == {"student.int8.onnx", "student.fp16.onnx"}
@@ -146,7 +136,7 @@ def test_export_command_adds_int8_and_fp16_files(compressed, tmp_path):
 
 
 def test_profile_command_on_any_onnx(compressed):
-    proc = run_cli("profile", str(compressed[0] / "student.onnx"), "--threads", "1", "--runs", "10", "--json")
+    proc = cli("profile", str(compressed[0] / "student.onnx"), "--threads", "1", "--runs", "10", "--json")
     assert proc.returncode == 0, proc.stderr
     (profile,) = json.loads(proc.stdout)
     assert profile["runs"] == 10 and profile["threads"] == 1
@@ -157,21 +147,19 @@ def test_profile_command_on_any_onnx(compressed):
 
 def test_bad_recipe_key_is_exit_2_one_line(tmp_path, write_recipe):
     recipe = write_recipe("teacher: {model: {name: resnet20}}\nprune: {ratio: 0.5}\n")
-    line = one_line_error(run_cli("compress", str(recipe), "--out", str(tmp_path / "o")))
+    line = one_line_error(cli("compress", str(recipe), "--out", str(tmp_path / "o")))
     assert "prune.ratio" in line
     assert not any((tmp_path / "o" / name).exists() for name in FINAL_ARTIFACTS)
 
 
 def test_missing_recipe_is_exit_2(tmp_path):
-    assert "not found" in one_line_error(
-        run_cli("compress", str(tmp_path / "x.yaml"), "--out", str(tmp_path))
-    )
+    assert "not found" in one_line_error(cli("compress", str(tmp_path / "x.yaml"), "--out", str(tmp_path)))
 
 
 def test_profile_rejects_a_non_onnx_file(tmp_path):
     bogus = tmp_path / "model.onnx"
     bogus.write_text("not a model")
-    assert "not a valid ONNX file" in one_line_error(run_cli("profile", str(bogus), "--runs", "1"))
+    assert "not a valid ONNX file" in one_line_error(cli("profile", str(bogus), "--runs", "1"))
 
 
 def test_checkpoint_mismatch_names_keys(tmp_path, write_recipe):
@@ -183,15 +171,15 @@ def test_checkpoint_mismatch_names_keys(tmp_path, write_recipe):
     ckpt = tmp_path / "wrong.pt"
     torch.save(build_model(ModelSpec(name="resnet32"), 10, 1).state_dict(), ckpt)
     recipe = write_recipe(f"teacher: {{model: {{name: resnet20}}, checkpoint: {ckpt}}}\n")
-    line = one_line_error(run_cli("compress", str(recipe), "--out", str(tmp_path / "o")))
+    line = one_line_error(cli("compress", str(recipe), "--out", str(tmp_path / "o")))
     assert "does not match the model" in line and "unexpected" in line
     assert not any((tmp_path / "o" / name).exists() for name in FINAL_ARTIFACTS)
 
 
 def test_version_and_help():
-    proc = run_cli("--version")
+    proc = cli("--version")
     assert proc.returncode == 0 and "edgekd" in proc.stdout
-    proc = run_cli("compress", "--help")
+    proc = cli("compress", "--help")
     assert proc.returncode == 0 and "--set" in proc.stdout
 
 
@@ -202,7 +190,7 @@ def test_train_command_writes_a_verifiable_teacher(tmp_path, write_recipe):
 
     recipe = write_recipe("teacher: {model: {name: resnet20, args: {width: 4}}}\ntrain: {epochs: 1}\n")
     out = tmp_path / "teacher"
-    proc = run_cli(
+    proc = cli(
         "train",
         str(recipe),
         "--out",
@@ -227,9 +215,9 @@ def test_train_command_writes_a_verifiable_teacher(tmp_path, write_recipe):
     # teacher.json's metrics are those of the shipped weights, re-evaluated from its own resolved recipe
     from edgekd.data import build_data
     from edgekd.engine.evaluate import evaluate_model
-    from edgekd.engine.teacher import build_teacher
     from edgekd.recipe import recipe_from_dict
     from edgekd.tasks import get_task
+    from edgekd.teacher import build_teacher
 
     resolved = recipe_from_dict(provenance["recipe"])
     resolved = resolved.model_copy(
@@ -246,7 +234,7 @@ def test_train_resume_from_a_corrupt_epoch_checkpoint_is_one_line_exit_2(tmp_pat
     out = tmp_path / "teacher"
     (out / "state").mkdir(parents=True)
     (out / "state" / "train-last.pt").write_bytes(b"PK\x03\x04 truncated by a full disk")
-    proc = run_cli("train", str(recipe), "--out", str(out), "--resume", "--set", "data.train_limit=256")
+    proc = cli("train", str(recipe), "--out", str(out), "--resume", "--set", "data.train_limit=256")
     line = one_line_error(proc, code=2)
     assert "train-last.pt: corrupt or truncated checkpoint" in line and "without --resume" in line
 
@@ -255,17 +243,16 @@ def test_stage_commands_chain_through_the_run_directory(tmp_path):
     from edgekd.models.student_file import read_student_meta
 
     out = tmp_path / "staged"
-    small = ("--set", "data.train_limit=1024", "--set", "data.eval_limit=512", "--set", "distill.epochs=1")
-    proc = run_cli("prune", str(QUICKSTART), "--out", str(out), "--json", *small)
+    proc = cli("prune", str(QUICKSTART), "--out", str(out), "--json", *SMALL_RUN)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert abs(json.loads(proc.stdout)["macs_reduction"] - 0.75) <= 0.01
     pruned_sha = (out / "student.pt").read_bytes()
-    proc = run_cli("distill", str(QUICKSTART), "--out", str(out), "--json", *small)
+    proc = cli("distill", str(QUICKSTART), "--out", str(out), "--json", *SMALL_RUN)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads(proc.stdout)["history"]) == 1
     assert (out / "student.pt").read_bytes() != pruned_sha  # distilled weights replaced the pruned ones
     meta = read_student_meta(out / "student.pt")
     assert meta["prune"]["importance"] == "group_l2" and meta["metrics"]["accuracy"] > 0
-    proc = run_cli("export", str(out / "student.pt"), "--json")
+    proc = cli("export", str(out / "student.pt"), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["parity"]["passed"] and (out / "student.onnx").is_file()

@@ -32,33 +32,20 @@ import torch
 
 from edgekd.data.base import Preprocessing, TensorLoader, TensorSplit
 from edgekd.report import validate_report
-from tests.conftest import QUICKSTART, REPO, one_line_error, run_cli
+from tests.conftest import EDGEKD, QUICKSTART, REPO, SMALL_RUN, cli, cli_env, one_line_error, sets
 
 SMALL = (
-    "--set",
-    "data.train_limit=256",
-    "--set",
-    "data.eval_limit=128",
-    "--set",
-    "data.batch_size=32",  # the global batch: 2 ranks x 16
-    "--set",
-    "distill.epochs=2",
-    "--set",
-    "distill.losses=[{name: ce, weight: 0.5}, {name: fitnet, weight: 1.0, student: layer2, until_epoch: 1},"
-    " {name: kd, weight: 0.5, from_epoch: 2}]",
-    "--set",
-    "profile.threads=[1]",
-    "--set",
-    "profile.runs=5",
-    "--set",
-    "profile.warmup=1",
-    "--set",
-    "export.parity_samples=64",
+    *SMALL_RUN,
+    *sets(
+        "data.train_limit=256",
+        "data.eval_limit=128",
+        "data.batch_size=32",  # the global batch: 2 ranks x 16
+        "distill.epochs=2",
+        "distill.losses=[{name: ce, weight: 0.5}, {name: fitnet, weight: 1.0, student: layer2, until_epoch: 1},"
+        " {name: kd, weight: 0.5, from_epoch: 2}]",
+    ),
 )
 FIRST_LOSS = re.compile(r"distill: first step loss ([0-9.]+)")
-# one thread per process in every run, whatever the machine: float results depend on the thread count
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-EDGEKD = (sys.executable, "-m", "edgekd")
 TORCHRUN = (
     sys.executable,
     "-m",
@@ -72,9 +59,12 @@ TORCHRUN = (
 
 
 def compress(out: Path, *extra: str, launcher: tuple[str, ...] = EDGEKD) -> subprocess.CompletedProcess:
-    """``edgekd compress`` of the quickstart recipe on the small subset, in a fresh process."""
-    command = [*launcher, "compress", str(QUICKSTART), "--out", str(out), *SMALL, *extra]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
+    """``edgekd compress`` of the quickstart recipe on the small subset, in a fresh process.
+
+    One thread per process in every run (:func:`tests.conftest.cli_env`), whatever the machine: float results
+    depend on the thread count.
+    """
+    return cli("compress", str(QUICKSTART), "--out", str(out), *SMALL, *extra, timeout=600, launcher=launcher)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +122,10 @@ def test_two_ranks_train_the_single_process_student(runs):
     adaptors = [torch.load(r / "state" / "distill-last.pt", weights_only=True)["extra"] for r in (one, two)]
     assert adaptors[0].keys() == adaptors[1].keys() and adaptors[0]
     for key, value in adaptors[0].items():
-        assert torch.allclose(adaptors[1][key].float(), value.float(), atol=1e-6), key  # measured 6e-8
+        # weights: measured 6e-8; BatchNorm running statistics (reduced in another order over 2 ranks): 2.1e-6
+        # on an AVX2 EPYC, 0 elsewhere
+        atol = 1e-5 if "running_" in key else 1e-6
+        assert torch.allclose(adaptors[1][key].float(), value.float(), atol=atol), key
 
 
 def test_a_killed_rank_ends_the_job_with_one_line_and_the_run_resumes_exactly(runs, tmp_path):
@@ -146,7 +139,7 @@ def test_a_killed_rank_ends_the_job_with_one_line_and_the_run_resumes_exactly(ru
     with subprocess.Popen(
         [*command, "--nproc", "2"],
         cwd=REPO,
-        env=ENV,
+        env=cli_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -174,7 +167,7 @@ def test_a_killed_rank_ends_the_job_with_one_line_and_the_run_resumes_exactly(ru
 
 
 def test_a_batch_that_does_not_split_into_equal_shares_is_bad_input(tmp_path):
-    proc = run_cli(
+    proc = cli(
         "compress",
         str(QUICKSTART),
         "--out",

@@ -19,7 +19,14 @@ import edgekd
 from edgekd.data import DataBundle, build_data
 from edgekd.engine import evaluate_model
 from edgekd.errors import EdgekdError, GateError, InputError
-from edgekd.export import OrtPredictor, create_session, evaluate_onnx, export_onnx, session_options
+from edgekd.export import (
+    OrtPredictor,
+    ParityReference,
+    create_session,
+    evaluate_onnx,
+    export_onnx,
+    session_options,
+)
 from edgekd.export.onnx_export import build_metadata, torch_to_onnx
 from edgekd.export.simplify import simplify_model
 from edgekd.export.validate import check_onnx_file
@@ -51,9 +58,7 @@ def resnet20() -> nn.Module:
 def exported(tmp_path_factory, resnet20, data, task):
     out = tmp_path_factory.mktemp("run") / "student.onnx"
     artifact = export_onnx(
-        resnet20,
-        data,
-        task,
+        ParityReference(resnet20, data, task),
         ExportConfig(parity_samples=256),
         out,
         name="student",
@@ -165,7 +170,7 @@ def test_fixed_batch_export_at_opset_17_evaluates_in_chunks(tmp_path, data, task
     torch.manual_seed(1)
     model = TinyNet()
     cfg = ExportConfig(opset=17, dynamic_batch=False, parity_samples=64)
-    artifact = export_onnx(model, data, task, cfg, tmp_path / "teacher.onnx", name="teacher", metadata={})
+    artifact = export_onnx(ParityReference(model, data, task), cfg, tmp_path / "teacher.onnx", name="teacher")
     onnx_model = onnx.load(str(tmp_path / "teacher.onnx"))
     assert [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim] == [1, 1, 28, 28]
     assert [o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")] == [17]
@@ -181,7 +186,9 @@ def test_fixed_batch_export_at_opset_17_evaluates_in_chunks(tmp_path, data, task
 
 def test_model_training_flag_is_restored(tmp_path, data, task):
     model = TinyNet().train()
-    export_onnx(model, data, task, ExportConfig(parity_samples=8), tmp_path / "m.onnx", name="m", metadata={})
+    export_onnx(
+        ParityReference(model, data, task), ExportConfig(parity_samples=8), tmp_path / "m.onnx", name="m"
+    )
     assert model.training
 
 
@@ -189,7 +196,9 @@ def test_model_training_flag_is_restored(tmp_path, data, task):
 def test_parity_failure_raises_gate_error_and_leaves_no_file(tmp_path, data, task):
     out = tmp_path / "student.onnx"
     with pytest.raises(GateError) as info:
-        export_onnx(ExportCheat(), data, task, ExportConfig(parity_samples=64), out, name="s", metadata={})
+        export_onnx(
+            ParityReference(ExportCheat(), data, task), ExportConfig(parity_samples=64), out, name="s"
+        )
     message = str(info.value)
     assert "\n" not in message
     assert "student.onnx" in message and "max_abs_diff 1" in message and "64 eval inputs" in message
@@ -212,7 +221,7 @@ def test_unexportable_operator_is_named_with_its_layer_and_console_stays_quiet(d
 
 def test_export_of_a_clean_model_prints_nothing(tmp_path, data, task, capfd):
     export_onnx(
-        TinyNet(), data, task, ExportConfig(parity_samples=8), tmp_path / "m.onnx", name="m", metadata={}
+        ParityReference(TinyNet(), data, task), ExportConfig(parity_samples=8), tmp_path / "m.onnx", name="m"
     )
     out, err = capfd.readouterr()
     assert out == "" and err == ""
@@ -280,3 +289,64 @@ def test_session_options_and_predictor_basics(exported, data):
     predictor = OrtPredictor(create_session(exported[1], threads=1))
     assert predictor.fixed_batch is None
     assert predictor(data.example_input(3)).shape == (3, 10)
+
+
+# ------------------------------------------------------------------------------------------- the stage entry
+def test_export_stage_ships_every_file_in_report_order(tmp_path, small_data):
+    """``edgekd.export.run(ctx, upstream)``: teacher, student, variants, then ``student.pt``, as report.json."""
+    import dataclasses
+
+    from edgekd import export
+    from edgekd.context import RunContext, Upstream, section
+    from edgekd.models.student_file import save_student
+    from edgekd.recipe.schema import Fp16Config, Int8Config, Recipe, TeacherConfig
+    from edgekd.results import DistillResult, ExportResult, ModelSummary, TrainResult, from_dict, to_dict
+    from edgekd.rundir import RunDir
+
+    spec = ModelSpec(name="resnet20", args={"width": 4})  # a narrow resnet20 keeps five exports quick
+    recipe = Recipe(
+        teacher=TeacherConfig(model=spec),
+        data=DataConfig(train_limit=1024, eval_limit=128),
+        export=ExportConfig(  # random weights: lenient variant limits, the wiring is what is tested
+            parity_samples=32,
+            int8=Int8Config(calibration_samples=32, min_agreement=0.5),
+            fp16=Fp16Config(atol=1.0, min_agreement=0.5),
+        ),
+    )
+    run = RunDir(tmp_path).create()
+    torch.manual_seed(0)
+    save_student(run.student_pt, build_model(spec, 10, 1), spec, 10, 1, {"recipe": recipe.to_yaml_dict()})
+    data = dataclasses.replace(small_data, eval=small_data.eval.head(128))
+    task = get_task("classification")
+    ctx = RunContext(recipe=recipe, run=run, data=data, task=task, teachers=(TinyNet().eval(),))
+    with pytest.raises(EdgekdError, match="DistillResult"):  # checked before anything is exported
+        export.run(ctx, Upstream())
+    assert not run.teacher_onnx.exists()
+
+    summary = ModelSummary(params=1, macs=1, metrics={"accuracy": 0.5, "top5": 0.9})
+    train = TrainResult(epochs=1, best_epoch=1, metrics=summary.metrics, history=(), seconds=0.0)
+    upstream = Upstream({"distill": DistillResult(train=train, student=summary)})
+    result = export.run(ctx, upstream)
+
+    names = ["teacher.onnx", "student.onnx", "student.int8.onnx", "student.fp16.onnx", "student.pt"]
+    assert [a.name for a in result.artifacts] == names == [a.path for a in result.artifacts]
+    assert [a.precision for a in result.artifacts] == ["fp32", "fp32", "int8", "fp16", "fp32"]
+    assert all(a.parity and a.parity.passed and a.metrics for a in result.artifacts[:4])
+    pt = result.artifacts[-1]
+    assert (pt.format, pt.parity, pt.metrics) == ("pt", None, summary.metrics)
+    assert pt.sha256 == sha256_file(run.student_pt)
+    roles = [{p.key: p.value for p in onnx.load(str(run.file(n))).metadata_props}["role"] for n in names[:2]]
+    assert roles == ["teacher", "student"]
+
+    assert export.STAGE.name == "export" and export.STAGE.result is ExportResult
+    assert export.STAGE.outputs(ctx, result) == [
+        run.teacher_onnx,
+        run.student_onnx,
+        run.int8_onnx,
+        run.fp16_onnx,
+    ]
+    assert export.STAGE.inputs(ctx, upstream) == {
+        "student": sha256_file(run.student_pt),
+        "export": section(recipe, "export"),
+    }
+    assert from_dict(ExportResult, to_dict(result)) == result  # what the resume marker stores

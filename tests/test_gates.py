@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from edgekd.errors import EdgekdError, GateError, InputError
-from edgekd.gates import evaluate_gates, raise_if_failed
 from edgekd.recipe.gates import GatesConfig
+from edgekd.report.gates import evaluate_gates, raise_if_failed
 from edgekd.results import Artifact, LatencyStats, Parity, Profile
 from edgekd.tasks import get_task
 
@@ -155,8 +155,8 @@ def test_gates_on_what_the_recipe_does_not_produce_fail_at_load(sections, messag
 
 
 def test_parity_gates_use_agreement_for_int8_and_the_fp16_tolerance():
-    from edgekd.gates import parity_gates
     from edgekd.recipe.schema import ExportConfig
+    from edgekd.report.gates import parity_gates
 
     def with_parity(name: str, precision: str, diff: float, agreement: float) -> Artifact:
         return Artifact(name, name, "onnx", precision, "0" * 64, 1, Parity(diff, agreement, True, 256))
@@ -175,7 +175,7 @@ def test_parity_gates_use_agreement_for_int8_and_the_fp16_tolerance():
 
 
 def test_profile_max_ms_parsing():
-    from edgekd.gates import parse_latency_limits
+    from edgekd.report.gates import parse_latency_limits
 
     (gate,) = parse_latency_limits(["p90=20", "p50=5"], ["local"])
     assert (gate.target, gate.p50, gate.p90, gate.p99) == ("local", 5.0, 20.0, None)

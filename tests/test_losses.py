@@ -23,8 +23,7 @@ from edgekd.errors import InputError
 from edgekd.models import build_model
 from edgekd.recipe.schema import LossSpec, ModelSpec
 from edgekd.tasks import get_task
-from tests.conftest import QUICKSTART, TEACHER, run_cli
-from tests.test_cli import SMALL
+from tests.conftest import QUICKSTART, SMALL_RUN, TEACHER, cli, sets
 
 TASK = get_task("classification")
 N, C = 6, 5  # batch, classes of the logit cases
@@ -466,8 +465,8 @@ def test_class_logit_losses_refuse_dense_predictions():
 
 # --- end to end through the real CLI --------------------------------------------------------------------------
 
-# 512 training / 256 eval images, JSON report only: enough to run every stage of `compress` once.
-TINY_RUN = ("--set", "data.train_limit=512", "--set", "data.eval_limit=256", "--set", "report.formats=[json]")
+# With the small run (tests.conftest.SMALL_RUN): the tests read report.json only.
+JSON_REPORT = sets("report.formats=[json]")
 
 
 def test_compress_with_ce_kd_and_fitnet_runs_end_to_end(tmp_path):
@@ -475,16 +474,8 @@ def test_compress_with_ce_kd_and_fitnet_runs_end_to_end(tmp_path):
         "distill.losses=[{name: ce, weight: 0.3}, {name: kd, weight: 0.7},"
         " {name: fitnet, weight: 1.0, student: layer2, teacher: layer2}]"
     )
-    smaller = (
-        "--set",
-        "data.train_limit=512",
-        "--set",
-        "data.eval_limit=500",
-        "--set",
-        "report.formats=[json]",
-    )
-    proc = run_cli(
-        "compress", str(QUICKSTART), "--out", str(tmp_path / "run"), *SMALL, *smaller, "--set", losses
+    proc = cli(
+        "compress", str(QUICKSTART), "--out", str(tmp_path / "run"), *SMALL_RUN, *JSON_REPORT, "--set", losses
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -511,7 +502,7 @@ def test_multi_teacher_recipe_with_an_extra_checkpoint_runs_end_to_end(tmp_path)
         )
         return str(path)
 
-    proc = run_cli("compress", recipe("second.pt"), "--out", str(tmp_path / "run"), *TINY_RUN)
+    proc = cli("compress", recipe("second.pt"), "--out", str(tmp_path / "run"), *SMALL_RUN, *JSON_REPORT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["stages"]["distill"]["teachers"] == 2
@@ -519,7 +510,7 @@ def test_multi_teacher_recipe_with_an_extra_checkpoint_runs_end_to_end(tmp_path)
     extra = report["recipe"]["distill"]["extra_teachers"][0]
     assert extra["checkpoint"] == str(tmp_path / "recipes" / "second.pt")  # resolved against the recipe
 
-    proc = run_cli("compress", recipe("absent.pt"), "--out", str(tmp_path / "bad"), *TINY_RUN)
+    proc = cli("compress", recipe("absent.pt"), "--out", str(tmp_path / "bad"), *SMALL_RUN, *JSON_REPORT)
     assert proc.returncode == 2 and "absent.pt: checkpoint not found" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "bad" / "student.pt").exists()
 
@@ -533,7 +524,7 @@ def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
         " losses: [{name: ce, weight: 0.5}, {name: multi_teacher, weight: 0.5}]}]"
     )
     out = tmp_path / "run"
-    proc = run_cli("compress", str(QUICKSTART), "--out", str(out), *TINY_RUN, "--set", phases)
+    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_RUN, *JSON_REPORT, "--set", phases)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     history = report["distillation"]["history"]
@@ -543,7 +534,9 @@ def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
     assert (out / "state" / "distill-p2-last.pt").is_file()  # one epoch checkpoint per phase
 
     bad = phases.replace("multi_teacher", "multi_teachr")
-    proc = run_cli("compress", str(QUICKSTART), "--out", str(tmp_path / "bad"), *TINY_RUN, "--set", bad)
+    proc = cli(
+        "compress", str(QUICKSTART), "--out", str(tmp_path / "bad"), *SMALL_RUN, *JSON_REPORT, "--set", bad
+    )
     assert proc.returncode == 2 and "distill.phases.1.losses.1.name" in proc.stderr, proc.stderr[-2000:]
 
 

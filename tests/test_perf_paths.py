@@ -22,19 +22,18 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from edgekd.data.base import DataBundle, TensorSplit
-from edgekd.distill import DistillObjective
-from edgekd.distill import run as distill_run
+from edgekd.distill import DistillObjective, train_student
 from edgekd.distill.hooks import FeatureHooks
 from edgekd.distill.teacher_cache import build_teacher_cache
 from edgekd.distill.teacher_inference import inference_copy
-from edgekd.engine.teacher import build_teacher
 from edgekd.models import build_model
 from edgekd.profile import PROBE_PATH, ProbeSettings
 from edgekd.profile import probe as probe_module
 from edgekd.recipe import load_recipe
 from edgekd.recipe.schema import DataConfig, DistillConfig, ModelSpec, ProfileConfig
 from edgekd.tasks import get_task
-from tests.conftest import QUICKSTART
+from edgekd.teacher import build_teacher
+from tests.conftest import QUICKSTART, run_context
 
 TASK = get_task("classification")
 
@@ -87,7 +86,7 @@ def distill_once(teacher, data, cache_mib: float, losses: list[dict], fuse: bool
     cfg = DistillConfig(epochs=2, lr=0.05, teacher_cache_mib=cache_mib, losses=losses, fuse_teacher=fuse)
     data_cfg = DataConfig(augment=False, batch_size=48)
     with ForwardCounter(teacher) as counter:
-        result = distill_run(student, [teacher], data, TASK, cfg, data_cfg, seed=0)
+        result = train_student(run_context(data, [teacher], distill=cfg, data=data_cfg), student)
     return student, result, counter.calls
 
 
@@ -127,7 +126,7 @@ def test_augmented_training_runs_the_teacher_every_step(small_data, teacher):
     cfg = DistillConfig(epochs=1, teacher_cache_mib=64, fuse_teacher=False)
     data_cfg = DataConfig(augment=True, batch_size=256)
     with ForwardCounter(teacher) as counter:
-        distill_run(student, [teacher], small_data, TASK, cfg, data_cfg, seed=0)
+        train_student(run_context(small_data, [teacher], distill=cfg, data=data_cfg), student)
     assert counter.calls == 1 + len(small_data.train_loader(256, augment=True, seed=0))
 
 

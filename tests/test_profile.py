@@ -9,9 +9,14 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import onnx
@@ -23,13 +28,17 @@ from edgekd.errors import EdgekdError, InputError
 from edgekd.profile import (
     PROBE_PATH,
     TARGETS,
+    DeviceTarget,
     ProbeSettings,
+    Target,
+    TargetSpec,
     get_target,
     parse_probe_output,
+    profile_files,
     profile_model,
-    run,
 )
 from edgekd.profile import probe as probe_module
+from edgekd.profile.resolve import device_kinds, kind_for_scheme, resolve_target
 from edgekd.recipe.schema import ProfileConfig
 from edgekd.results import Profile, to_dict
 
@@ -195,7 +204,7 @@ def test_peak_rss_is_not_inherited_from_a_large_parent(conv_onnx):
 
 
 def test_run_over_artifacts(conv_onnx):
-    out = run({"student": conv_onnx}, ProfileConfig(threads=[1], **FAST))
+    out = profile_files({"student": conv_onnx}, ProfileConfig(threads=[1], **FAST))
     assert list(out) == ["student"] and len(out["student"]) == 1
 
 
@@ -205,7 +214,7 @@ def test_not_onnx_is_input_error(tmp_path, conv_onnx):
     with pytest.raises(InputError, match="not a valid ONNX file"):
         profile_model(text, ProfileConfig(**FAST))
     with pytest.raises(InputError, match="model.onnx"):
-        run({"student": conv_onnx, "teacher": text}, ProfileConfig(**FAST))
+        profile_files({"student": conv_onnx, "teacher": text}, ProfileConfig(**FAST))
 
 
 @pytest.mark.parametrize(
@@ -287,3 +296,149 @@ def test_tensorrt_is_null_where_there_is_no_trtexec(conv_onnx, tmp_path, monkeyp
     assert probe.tensorrt_profile(str(conv_onnx), inputs, args) is None
     (profile,) = profile_model(conv_onnx, ProfileConfig(threads=[1], tensorrt=True, **FAST))
     assert "tensorrt" in profile.device and profile.runs > 0
+
+
+# ------------------------------------------------------------------------------------- pluggable target kinds
+class BenchSpec(TargetSpec):
+    """A "device" that is this machine under a bench label, run with a chosen interpreter."""
+
+    bench: str
+    python: str = sys.executable
+
+
+class BenchTarget(DeviceTarget):
+    """A second target kind, defined here to prove a kind plugs in with one class and one registration.
+
+    Its transport is a plain subprocess, but the measurement is the real probe on a real ONNX file.
+
+    Recipe::
+
+        profile:
+          targets: ["bench://desk?threads=1", desk]
+
+    targets.yaml::
+
+        targets:
+          desk: {kind: bench, bench: desk, threads: [1]}
+    """
+
+    scheme = "bench"
+    Spec = BenchSpec
+    url_form = "bench://LABEL"
+    spec: BenchSpec
+
+    @classmethod
+    def parse_url(cls, url: str) -> TargetSpec:
+        return cls.spec_from_url(url, {"bench": urlsplit(url).hostname or ""}, url_keys=("bench",))
+
+    def run_probe(self, model_path: Path | None, settings: ProbeSettings) -> dict[str, Any]:
+        cmd = [self.spec.python, str(PROBE_PATH)]
+        cmd += ["--baseline"] if model_path is None else [str(model_path), *settings.argv()]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=settings.timeout_s, check=False)
+        answer = parse_probe_output(done.stdout, done.stderr, done.returncode, where=self.name)
+        answer.setdefault("device", {})["bench"] = self.spec.bench
+        return answer
+
+
+@contextmanager
+def registered_bench_kind() -> Iterator[type[BenchTarget]]:
+    """``bench`` in TARGETS for the block only, with the stage's per-name target cache emptied around it."""
+    from edgekd.profile import measure
+
+    saved = dict(measure._INSTANCES)
+    measure._INSTANCES.clear()
+    TARGETS.register("bench")(BenchTarget)
+    try:
+        yield BenchTarget
+    finally:
+        TARGETS.unregister("bench")
+        measure._INSTANCES.clear()
+        measure._INSTANCES.update(saved)
+
+
+def test_a_second_target_kind_resolves_from_targets_yaml_and_url_and_profiles(
+    conv_onnx, tmp_path, monkeypatch
+):
+    targets = tmp_path / "targets.yaml"
+    desk = f"{{kind: bench, bench: desk, threads: [1], python: {sys.executable}}}"
+    pi5 = "{host: pi5.local, user: pi}   # kind: ssh by default, beside the new kind"
+    targets.write_text(f"targets:\n  desk: {desk}\n  pi5: {pi5}\n")
+    monkeypatch.setenv("EDGEKD_TARGETS", str(targets))
+    cfg = ProfileConfig(threads=[1, 0], **FAST)
+    with registered_bench_kind():
+        named = get_target("desk")
+        assert isinstance(named, BenchTarget) and named.threads == [1] and named.spec.bench == "desk"
+        assert type(resolve_target("pi5")).__name__ == "SSHTarget" and resolve_target("pi5").threads is None
+        (profile,) = profile_model(conv_onnx, cfg, target="desk")  # the entry's threads override [1, 0]
+        assert profile.target == "desk" and profile.threads == 1 and profile.runs == FAST["runs"]
+        assert profile.device["bench"] == "desk" and profile.device["measurement"]["baseline_rss_mb"] > 0
+
+        url = "bench://lab?threads=0"
+        from_url = get_target(url)
+        assert isinstance(from_url, BenchTarget) and from_url.name == url and from_url.spec.bench == "lab"
+        out = profile_files({"conv": conv_onnx}, ProfileConfig(targets=["local", url], threads=[1], **FAST))
+        assert [(p.target, p.device["threads_requested"]) for p in out["conv"]] == [("local", 1), (url, 0)]
+        assert 1 <= out["conv"][1].threads <= os.cpu_count() and out["conv"][1].device["bench"] == "lab"
+    assert "bench" not in TARGETS
+
+
+def test_unknown_scheme_kind_and_key_are_one_line_with_suggestions(tmp_path, monkeypatch):
+    targets = tmp_path / "targets.yaml"
+    monkeypatch.setenv("EDGEKD_TARGETS", str(targets))
+    with registered_bench_kind():
+        with pytest.raises(
+            InputError,
+            match=r"unknown scheme 'bnch://'; did you mean 'bench'\? \(valid: .*"
+            r"bench://LABEL.*ssh://user@host\[:port\]\)$",
+        ):
+            resolve_target("bnch://desk")
+        with pytest.raises(InputError, match=r"give bench in the URL itself, not as \?bench="):
+            resolve_target("bench://desk?bench=other")
+        with pytest.raises(
+            InputError,
+            match=r"target bench://desk\?pyton=x: bench\.pyton: unknown key; did you mean 'python'",
+        ):
+            resolve_target("bench://desk?pyton=x")
+        with pytest.raises(InputError, match=r"target 'bench' needs a device: write bench://LABEL"):
+            resolve_target("bench")
+        for kind, hint in (("bnech", "; did you mean 'bench'?"), ("local", "")):
+            targets.write_text(f"targets:\n  desk: {{kind: {kind}, bench: desk}}\n")
+            with pytest.raises(InputError) as info:
+                resolve_target("desk")
+            assert str(info.value) == (
+                f"{targets}: targets.desk.kind: unknown target kind '{kind}'{hint} (valid: bench, ssh)"
+            )
+        targets.write_text("targets:\n  desk: {kind: bench, bnch: desk}\n")
+        with pytest.raises(InputError, match=r"targets\.desk\.bnch: unknown key; did you mean 'bench'"):
+            resolve_target("desk")
+    with pytest.raises(InputError, match=r"unknown scheme 'bench://' \(valid: ssh://"):
+        resolve_target("bench://desk")  # unregistered again
+
+
+def test_target_kinds_have_distinct_schemes():
+    schemes = [kind.scheme for kind in device_kinds().values()]
+    assert len(schemes) == len(set(schemes)) and all(re.fullmatch(r"[a-z][a-z0-9+.-]*", s) for s in schemes)
+
+
+@pytest.mark.parametrize("name", TARGETS.names())
+def test_every_registered_target_resolves_and_documents_itself(name, tmp_path, monkeypatch):
+    """Plain targets resolve by name; kinds by the URL their docstring shows, and document ``kind: <name>``."""
+    monkeypatch.setenv("EDGEKD_TARGETS", str(tmp_path / "none.yaml"))
+    cls = TARGETS.get(name)
+    doc = cls.__doc__ or ""
+    assert issubclass(cls, Target) and "Recipe::" in doc and "targets:" in doc, f"{name}: no recipe snippet"
+    if not issubclass(cls, DeviceTarget):
+        assert f"targets: [{name}" in doc
+        assert isinstance(resolve_target(name), cls) and resolve_target(name).threads is None
+        return
+    assert issubclass(cls.Spec, TargetSpec) and "threads" in cls.Spec.model_fields
+    assert cls.url_form.startswith(f"{cls.scheme}://") and kind_for_scheme(cls.scheme, "-") is cls
+    assert f"kind: {name}" in doc, f"{name}: docstring lacks its targets.yaml snippet"
+    urls = re.findall(rf'"({re.escape(cls.scheme)}://[^"]+)"', doc)
+    assert urls, f"{name}: docstring lacks a {cls.scheme}:// URL in its recipe snippet"
+    for url in urls:
+        target = resolve_target(url)  # never connects
+        assert isinstance(target, cls) and target.name == url and isinstance(target.spec, cls.Spec)
+        assert target.threads == target.spec.threads
+    with pytest.raises(InputError, match=f"target '{name}' needs a device"):
+        resolve_target(name)

@@ -11,7 +11,7 @@ from edgekd.data import DataBundle, Preprocessing, TensorSplit, build_data
 from edgekd.errors import InputError
 from edgekd.models import build_model
 from edgekd.models.complexity import count_complexity
-from edgekd.prune import IMPORTANCES, needs_gradients, run
+from edgekd.prune import IMPORTANCES, needs_gradients, prune_model
 from edgekd.prune.search import search_ratio
 from edgekd.recipe.schema import DataConfig, ModelSpec, PruneConfig
 from edgekd.tasks import get_task
@@ -74,7 +74,7 @@ def test_every_importance_prunes_resnet20(importance: str, fmnist: DataBundle) -
     cfg = PruneConfig(
         importance=importance, target="channels", reduction=0.5, iterative_steps=steps, calibration_batches=1
     )
-    pruned, result = run(model, fmnist, TASK, cfg, seed=0)
+    pruned, result = prune_model(model, fmnist, TASK, cfg, seed=0)
 
     x = fmnist.example_input(4)
     assert pruned(x).shape == (4, 10)
@@ -99,7 +99,7 @@ def test_macs_target_lands_within_tolerance(
     model, data = (resnet20(), fmnist) if name == "resnet20" else (torchvision_model(name), fmnist64)
     # round_to=None: this is about the search's precision (rounding is tested on its own below)
     cfg = PruneConfig(target="macs", reduction=reduction, tolerance=0.01, iterative_steps=1, round_to=None)
-    pruned, result = run(model, data, TASK, cfg, seed=0)
+    pruned, result = prune_model(model, data, TASK, cfg, seed=0)
 
     x = data.example_input()
     assert abs(result.macs_reduction - reduction) <= cfg.tolerance
@@ -116,19 +116,19 @@ def task_output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def test_params_target(fmnist: DataBundle) -> None:
     cfg = PruneConfig(target="params", reduction=0.6, tolerance=0.02, iterative_steps=1, round_to=None)
-    _, result = run(resnet20(), fmnist, TASK, cfg, seed=0)
+    _, result = prune_model(resnet20(), fmnist, TASK, cfg, seed=0)
     assert abs(result.params_reduction - 0.6) <= 0.02
 
 
 def test_round_to_is_kept_when_it_can_meet_the_goal_and_lowered_when_it_cannot(fmnist: DataBundle) -> None:
     """Widths stay multiples of round_to; a goal its coarse steps jump over lowers it (recorded)."""
     loose = PruneConfig(target="macs", reduction=0.74, tolerance=0.03, iterative_steps=1, round_to=8)
-    pruned, result = run(resnet20(), fmnist, TASK, loose, seed=0)
+    pruned, result = prune_model(resnet20(), fmnist, TASK, loose, seed=0)
     assert result.round_to == 8 and abs(result.macs_reduction - 0.74) <= 0.03
     assert all(m.out_channels % 8 == 0 for m in pruned.modules() if isinstance(m, nn.Conv2d))
 
     tight = loose.model_copy(update={"reduction": 0.5, "tolerance": 0.005})
-    _, result = run(resnet20(), fmnist, TASK, tight, seed=0)
+    _, result = prune_model(resnet20(), fmnist, TASK, tight, seed=0)
     assert abs(result.macs_reduction - 0.5) <= 0.005  # the budget wins over the rounding ...
     assert result.round_to in (4, 2, None)  # ... which the result records
 
@@ -137,7 +137,7 @@ def test_a_frozen_model_is_pruned_and_left_frozen(fmnist: DataBundle) -> None:
     """A teacher frozen by distillation (requires_grad=False) must prune like a trainable one."""
     model = resnet20().requires_grad_(False)
     cfg = PruneConfig(target="macs", reduction=0.5, tolerance=0.02, iterative_steps=1, round_to=None)
-    _, result = run(model, fmnist, TASK, cfg, seed=0)
+    _, result = prune_model(model, fmnist, TASK, cfg, seed=0)
     assert abs(result.macs_reduction - 0.5) <= 0.02
     assert not any(p.requires_grad for p in model.parameters())
 
@@ -145,7 +145,7 @@ def test_a_frozen_model_is_pruned_and_left_frozen(fmnist: DataBundle) -> None:
 def test_infeasible_target_says_what_was_reached(fmnist: DataBundle) -> None:
     cfg = PruneConfig(target="macs", reduction=0.9, max_layer_ratio=0.3, iterative_steps=1)
     with pytest.raises(InputError, match=r"cannot remove 90.0% of macs \(reached .*max_layer_ratio"):
-        run(resnet20(), fmnist, TASK, cfg, seed=0)
+        prune_model(resnet20(), fmnist, TASK, cfg, seed=0)
 
 
 def test_search_handles_step_functions_and_infeasible_goals() -> None:
@@ -169,7 +169,7 @@ def test_search_handles_step_functions_and_infeasible_goals() -> None:
 def test_ignored_layers_keep_their_width(fmnist: DataBundle) -> None:
     ignored = ["layer1.0.conv1", "layer3.1.conv1"]
     cfg = PruneConfig(target="channels", reduction=0.5, iterative_steps=1, ignored_layers=ignored)
-    pruned, result = run(resnet20(), fmnist, TASK, cfg, seed=0)
+    pruned, result = prune_model(resnet20(), fmnist, TASK, cfg, seed=0)
 
     after = widths(pruned)
     assert after["layer1.0.conv1"] == 16 and after["layer3.1.conv1"] == 64
@@ -184,13 +184,13 @@ def test_ignored_layers_keep_their_width(fmnist: DataBundle) -> None:
 def test_unknown_ignored_layer_suggests_a_name(fmnist: DataBundle) -> None:
     cfg = PruneConfig(target="channels", reduction=0.5, ignored_layers=["layer1.0.cnv1"])
     with pytest.raises(InputError, match=r"no module 'layer1.0.cnv1'; did you mean 'layer1.0.conv1'"):
-        run(resnet20(), fmnist, TASK, cfg, seed=0)
+        prune_model(resnet20(), fmnist, TASK, cfg, seed=0)
 
 
 def test_head_found_by_graph_not_by_width(fmnist: DataBundle) -> None:
     """16 classes collide with the 16-wide first stage: the stage is pruned, only the real head is kept."""
     cfg = PruneConfig(target="channels", reduction=0.5, iterative_steps=1)
-    pruned, _ = run(resnet20(num_classes=16), fmnist, TASK, cfg, seed=0)
+    pruned, _ = prune_model(resnet20(num_classes=16), fmnist, TASK, cfg, seed=0)
     assert pruned.fc.out_features == 16
     assert widths(pruned)["stem.0"] == 8
 
@@ -212,7 +212,7 @@ class TinySegNet(nn.Module):
 def test_segmentation_head_keeps_num_classes(fmnist: DataBundle) -> None:
     torch.manual_seed(0)
     cfg = PruneConfig(target="channels", reduction=0.5, iterative_steps=1)
-    pruned, _ = run(TinySegNet(), fmnist, TASK, cfg, seed=0)
+    pruned, _ = prune_model(TinySegNet(), fmnist, TASK, cfg, seed=0)
     assert pruned.classifier.out_channels == 4
     assert pruned.body[0].out_channels == 8
     assert pruned(fmnist.example_input()).shape == (1, 4, 28, 28)
@@ -233,9 +233,9 @@ class HardCodedFlatten(nn.Module):
 def test_model_that_breaks_when_pruned_is_an_input_error(fmnist: DataBundle) -> None:
     cfg = PruneConfig(target="channels", reduction=0.5, iterative_steps=1, round_to=None)  # 8 → 4 channels
     with pytest.raises(InputError, match="the pruned model fails a forward pass.*prune.ignored_layers"):
-        run(HardCodedFlatten(), fmnist, TASK, cfg, seed=0)
+        prune_model(HardCodedFlatten(), fmnist, TASK, cfg, seed=0)
     # ... and ignoring the offending layer is the documented way out.
-    pruned, result = run(
+    pruned, result = prune_model(
         HardCodedFlatten(), fmnist, TASK, cfg.model_copy(update={"ignored_layers": ["conv"]}), 0
     )
     assert pruned.conv.out_channels == 8 and result.macs_after == result.macs_before
@@ -244,7 +244,7 @@ def test_model_that_breaks_when_pruned_is_an_input_error(fmnist: DataBundle) -> 
 def test_model_that_rejects_the_data_names_the_layer(fmnist: DataBundle) -> None:
     rgb_model = build_model(ModelSpec(name="resnet20"), num_classes=10, in_channels=3)
     with pytest.raises(InputError, match=r"the model fails a forward pass in module 'stem.0'"):
-        run(rgb_model, fmnist, TASK, PruneConfig(target="channels", reduction=0.5), seed=0)
+        prune_model(rgb_model, fmnist, TASK, PruneConfig(target="channels", reduction=0.5), seed=0)
 
 
 # -- determinism ---------------------------------------------------------------------------------------------
@@ -254,9 +254,9 @@ def test_same_seed_same_student(fmnist: DataBundle) -> None:
     cfg = PruneConfig(
         importance="random", global_pruning=True, target="channels", reduction=0.5, iterative_steps=2
     )
-    a, ra = run(resnet20(), fmnist, TASK, cfg, seed=0)
-    b, rb = run(resnet20(), fmnist, TASK, cfg, seed=0)
-    c, _ = run(resnet20(), fmnist, TASK, cfg, seed=1)
+    a, ra = prune_model(resnet20(), fmnist, TASK, cfg, seed=0)
+    b, rb = prune_model(resnet20(), fmnist, TASK, cfg, seed=0)
+    c, _ = prune_model(resnet20(), fmnist, TASK, cfg, seed=1)
     assert ra.layers == rb.layers
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     state_c = c.state_dict()
@@ -270,7 +270,7 @@ def test_macs_search_is_deterministic(fmnist: DataBundle) -> None:
     cfg = PruneConfig(
         importance="random", global_pruning=True, target="macs", reduction=0.5, iterative_steps=2
     )
-    a, ra = run(resnet20(), fmnist, TASK, cfg, seed=3)
-    b, rb = run(resnet20(), fmnist, TASK, cfg, seed=3)
+    a, ra = prune_model(resnet20(), fmnist, TASK, cfg, seed=3)
+    b, rb = prune_model(resnet20(), fmnist, TASK, cfg, seed=3)
     assert ra.layers == rb.layers and ra.macs_after == rb.macs_after
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

@@ -19,9 +19,9 @@ from onnx import TensorProto, numpy_helper
 
 from edgekd.data import DataBundle, build_data
 from edgekd.errors import GateError, InputError
-from edgekd.export import export_onnx
+from edgekd.export import ParityReference, export_onnx
 from edgekd.export.fp16 import FP16_ATOL, export_fp16
-from edgekd.export.quantize import INT8_MIN_AGREEMENT, CalibrationReader, export_int8
+from edgekd.export.quantize import INT8_MIN_AGREEMENT, Calibration, CalibrationReader, export_int8
 from edgekd.io import TMP_MARK
 from edgekd.models import build_model
 from edgekd.models.checkpoint import extract_state_dict, load_checkpoint
@@ -51,7 +51,7 @@ def teacher() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def fp32(tmp_path_factory, teacher, data, task):
     out = tmp_path_factory.mktemp("run") / "student.onnx"
-    artifact = export_onnx(teacher, data, task, ExportConfig(), out, name="student.onnx", metadata={})
+    artifact = export_onnx(ParityReference(teacher, data, task), ExportConfig(), out, name="student.onnx")
     return out, artifact
 
 
@@ -62,7 +62,7 @@ def _ops(path) -> Counter:
 def test_int8_is_static_qdq_per_channel_and_keeps_accuracy(fp32, teacher, data, task):
     path, fp32_art = fp32
     out = path.with_name("student.int8.onnx")
-    art = export_int8(path, teacher, data, task, out, calibration_samples=256)
+    art = export_int8(path, ParityReference(teacher, data, task), out, Calibration(samples=256))
 
     assert (art.name, art.path, art.precision, art.format) == (out.name, out.name, "int8", "onnx")
     assert out.is_file() and art.size_bytes == out.stat().st_size < 0.4 * fp32_art.size_bytes
@@ -91,7 +91,7 @@ def test_int8_is_static_qdq_per_channel_and_keeps_accuracy(fp32, teacher, data, 
 def test_fp16_keeps_float32_io_and_parity(fp32, teacher, data, task):
     path, fp32_art = fp32
     out = path.with_name("student.fp16.onnx")
-    art = export_fp16(path, teacher, data, task, out)
+    art = export_fp16(path, ParityReference(teacher, data, task), out)
 
     assert art.precision == "fp16" and art.parity.passed and art.parity.agreement >= 0.99
     assert 0 < art.parity.max_abs_diff <= FP16_ATOL
@@ -114,19 +114,19 @@ def test_parity_failure_writes_nothing(fp32, data, task, precision):
     other = build_model(ModelSpec(name="resnet20"), 10, 1).eval()
     out = path.with_name(f"wrong.{precision}.onnx")
     convert = export_int8 if precision == "int8" else export_fp16
-    kwargs = {"calibration_samples": 32} if precision == "int8" else {}
+    args = (Calibration(samples=32),) if precision == "int8" else ()
     with pytest.raises(
         GateError, match=rf"{precision.upper()} parity vs the PyTorch student failed.*not written"
     ):
-        convert(path, other, data, task, out, **kwargs)
+        convert(path, ParityReference(other, data, task), out, *args)
     assert not out.exists() and not list(out.parent.glob(f"*{TMP_MARK}"))
 
 
 def test_missing_fp32_file_is_input_error(tmp_path, teacher, data, task):
     with pytest.raises(InputError, match="ONNX file not found"):
-        export_int8(tmp_path / "nope.onnx", teacher, data, task, tmp_path / "x.int8.onnx")
+        export_int8(tmp_path / "nope.onnx", ParityReference(teacher, data, task), tmp_path / "x.int8.onnx")
     with pytest.raises(InputError, match="ONNX file not found"):
-        export_fp16(tmp_path / "nope.onnx", teacher, data, task, tmp_path / "x.fp16.onnx")
+        export_fp16(tmp_path / "nope.onnx", ParityReference(teacher, data, task), tmp_path / "x.fp16.onnx")
 
 
 @pytest.mark.parametrize(
@@ -144,3 +144,19 @@ def test_calibration_reader_feeds_training_images(data, fixed_batch, samples, ex
     again = CalibrationReader(data, "input", fixed_batch, samples, seed=0)
     assert np.array_equal(again.get_next()["input"], batches[0])  # seeded: a rerun calibrates identically
     again.close()
+
+
+def test_saturating_cpu_reads_the_vnni_flag(tmp_path, monkeypatch):
+    """x86 without VNNI gets 7-bit weights by default; VNNI CPUs and ARM keep 8-bit weights."""
+    import platform
+
+    from edgekd.export.quantize import saturating_cpu
+
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert saturating_cpu(info) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert saturating_cpu(info) is False
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert saturating_cpu(tmp_path / "missing") is False

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgekd.errors import InputError
-from edgekd.recipe import apply_overrides, load_recipe, recipe_from_dict
+from edgekd.recipe import apply_overrides
+from edgekd.run import load_recipe, recipe_from_dict
 from tests.conftest import QUICKSTART
 
 MINIMAL = "teacher:\n  model: {name: resnet20}\n"
@@ -59,6 +60,11 @@ def test_unknown_registered_names_are_caught_at_load(write_recipe):
     assert "did you mean 'resnet20'" in error_of(write_recipe, "teacher: {model: {name: resnet21}}\n")
     assert "did you mean 'kd'" in error_of(write_recipe, MINIMAL + "distill: {losses: [{name: kdd}]}\n")
     assert "did you mean 'local'" in error_of(write_recipe, MINIMAL + "profile: {targets: [lokal]}\n")
+
+
+def test_dataset_options_are_validated_at_load(write_recipe):
+    msg = error_of(write_recipe, MINIMAL + "data: {name: synth_eyes, augment: false, args: {sise: 32}}\n")
+    assert "recipe.yaml: data.args.sise:" in msg and "did you mean 'size'" in msg
 
 
 def test_loss_parameters_are_validated_at_load(write_recipe):

@@ -19,7 +19,7 @@ from edgekd.recipe.schema import DataConfig, ExportConfig, LossSpec, ModelSpec
 from edgekd.report import validate_report
 from edgekd.tasks import get_task
 from edgekd.tasks.regression import GAZE_PITCH_YAW, angular_error_deg, gaze_vector
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, SMALL_RUN, cli
 
 GAZE_RECIPE = REPO / "recipes" / "gaze_mobilenet.yaml"
 
@@ -149,7 +149,7 @@ def test_the_iris_moves_with_the_gaze_label():
     ("config", "message"),
     [
         (gaze_data(args={"target": "iris"}), "target: 'iris'"),
-        (gaze_data(args={"sise": 32}), "no option sise"),
+        (gaze_data(args={"sise": 32}), "no option 'sise'; did you mean 'size'"),
         (gaze_data(args={"size": [8, 8]}), "size"),
         (DataConfig(name="synth_eyes"), "augment"),  # augment defaults to true: refused for gaze
     ],
@@ -196,14 +196,14 @@ def test_reg_kd_is_the_mean_l1_or_squared_error_to_the_teacher(p, expected):
 
 def test_onnx_parity_and_ort_metrics_on_regression_values(tmp_path):
     from edgekd.engine.evaluate import evaluate_model
-    from edgekd.export import export_onnx
+    from edgekd.export import ParityReference, export_onnx
 
     data = build_data(gaze_data(train_limit=8, eval_limit=64))
     task = get_task("regression", data)
     torch.manual_seed(0)
     model = build_model(ModelSpec(name="mobilenet_v2", args={"width_mult": 0.25}), 2, 1).eval()
     cfg = ExportConfig(parity_samples=64, simplify=False)
-    artifact = export_onnx(model, data, task, cfg, tmp_path / "m.onnx", name="m.onnx", metadata={})
+    artifact = export_onnx(ParityReference(model, data, task), cfg, tmp_path / "m.onnx")
     assert artifact.parity.passed and artifact.parity.max_abs_diff < 1e-4 and artifact.parity.agreement == 1.0
     pytorch = evaluate_model(model, data.eval_loader(32), task)
     assert set(artifact.metrics) == {"mae", "angular_error_deg"}
@@ -229,17 +229,15 @@ def test_gaze_recipe_trains_its_teacher_and_compresses_end_to_end(tmp_path):
         "--set",
         "teacher.model.args.width_mult=0.5",
     )
-    proc = run_cli("train", str(GAZE_RECIPE), "--out", str(teacher_dir), *TINY, *args)
+    proc = cli("train", str(GAZE_RECIPE), "--out", str(teacher_dir), *TINY, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "gaze"
-    proc = run_cli(
-        "compress", str(GAZE_RECIPE), "--out", str(out), *TINY,
+    proc = cli(
+        "compress", str(GAZE_RECIPE), "--out", str(out), *SMALL_RUN, *TINY,
         "--set", f"teacher.checkpoint={teacher_dir / 'teacher.pt'}",
         "--set", "teacher.model.args.width_mult=0.5",
         "--set", "prune.iterative_steps=1",
         "--set", "distill.epochs=2",  # epoch 1: fitnet hints; epoch 2: reg_kd
-        "--set", "profile.threads=[1]", "--set", "profile.runs=10", "--set", "profile.warmup=1",
-        "--set", "export.parity_samples=64",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

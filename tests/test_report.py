@@ -12,6 +12,7 @@ import pytest
 from edgekd.errors import InputError
 from edgekd.io import TMP_MARK
 from edgekd.report import (
+    ReportInputs,
     build_report,
     environment,
     render,
@@ -132,7 +133,7 @@ def make_report(**overrides: object) -> dict:
         },
     }
     kwargs.update(overrides)
-    return build_report(**kwargs)
+    return build_report(ReportInputs(**kwargs))
 
 
 @pytest.fixture(scope="module")

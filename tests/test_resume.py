@@ -8,11 +8,9 @@ thread count is also part of what makes CPU results bitwise repeatable).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,38 +33,12 @@ from edgekd.results import (
     from_dict,
     to_dict,
 )
-from edgekd.resume import RunState, flatten, hash_inputs, recipe_diff
+from edgekd.run.resume import RunState, flatten, hash_inputs, recipe_diff
 from edgekd.rundir import RunDir
-from tests.conftest import QUICKSTART, REPO, one_line_error
+from tests.conftest import EDGEKD, QUICKSTART, REPO, SMALL_RUN, cli, cli_env, one_line_error, sets
 
-SMALL = (
-    "--set",
-    "data.train_limit=1024",
-    "--set",
-    "data.eval_limit=500",
-    "--set",
-    "distill.epochs=2",
-    "--set",
-    "profile.runs=10",
-    "--set",
-    "profile.warmup=1",
-    "--set",
-    "profile.threads=[1]",
-    "--set",
-    "export.parity_samples=64",
-)
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-
-
-def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgekd", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        env=ENV,
-    )
+# two distillation epochs, so that a run can be killed between its first epoch checkpoint and the end
+SMALL = (*SMALL_RUN, *sets("data.train_limit=1024", "data.eval_limit=500", "distill.epochs=2"))
 
 
 def compress(out: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -113,10 +85,10 @@ def test_sigkilled_run_resumes_to_the_metrics_of_an_uninterrupted_run(straight, 
     import edgekd
 
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "edgekd", "compress", str(QUICKSTART), "--out", str(out), *SMALL]
+    args = [*EDGEKD, "compress", str(QUICKSTART), "--out", str(out), *SMALL]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
-        proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(args, cwd=REPO, env=cli_env(), stdout=subprocess.DEVNULL, stderr=stderr)
     checkpoint = out / "state" / "distill-last.pt"
     try:
         while not checkpoint.exists():  # the first distillation epoch is done once its checkpoint appears

@@ -204,12 +204,12 @@ def scenes():
 
 def test_pruned_unet_keeps_skips_valid_and_exports_with_dynamic_size(scenes, tmp_path):
     from edgekd import prune
-    from edgekd.export import create_session, export_onnx
+    from edgekd.export import ParityReference, create_session, export_onnx
     from edgekd.models import build_model
 
     task = get_task("segmentation")
     model = build_model(ModelSpec(name="unet", args={"width": 8, "depth": 3}), 11, 1).eval()
-    student, result = prune.run(
+    student, result = prune.prune_model(
         model, scenes, task, PruneConfig(reduction=0.75, iterative_steps=2, round_to=None), 0
     )
     assert abs(result.macs_reduction - 0.75) <= 0.01
@@ -220,7 +220,7 @@ def test_pruned_unet_keeps_skips_valid_and_exports_with_dynamic_size(scenes, tmp
     for size in ((64, 64), (37, 50)):  # odd sizes too: upsampling follows the skip's size
         assert student(torch.randn(2, 1, *size)).shape == (2, 11, *size)
     artifact = export_onnx(
-        student, scenes, task, ExportConfig(parity_samples=16), tmp_path / "s.onnx", name="s", metadata={}
+        ParityReference(student, scenes, task), ExportConfig(parity_samples=16), tmp_path / "s.onnx", name="s"
     )
     # float rounding may flip a pixel sitting exactly on a class tie; the logits agree to ~1e-6
     assert artifact.parity.passed and artifact.parity.agreement >= 0.999
@@ -242,31 +242,31 @@ def test_pruning_warns_when_a_head_is_left_reading_fewer_channels_than_it_emits(
     model = build_model(ModelSpec(name="unet", args={"width": 8, "depth": 2}), 11, 1).eval()
     cfg = PruneConfig(target="channels", reduction=0.5, iterative_steps=1, round_to=None)
     with caplog.at_level("WARNING", logger="edgekd"):
-        student, _ = prune.run(model, scenes, task, cfg, 0)
+        student, _ = prune.prune_model(model, scenes, task, cfg, 0)
     assert student.head.in_channels == 4  # 8 → 4 channels feeding 11 class logits
     assert "head 'head' now reads 4 channels for 11 outputs" in caplog.text
     caplog.clear()
     keep = cfg.model_copy(update={"ignored_layers": ["up.1.conv.3"]})  # the conv feeding the head
     with caplog.at_level("WARNING", logger="edgekd"):
-        student, _ = prune.run(model, scenes, task, keep, 0)
+        student, _ = prune.prune_model(model, scenes, task, keep, 0)
     assert student.head.in_channels == 8 and "now reads" not in caplog.text
 
 
 def test_torchvision_segmentation_model_dict_output_prunes_and_exports(scenes, tmp_path):
     from edgekd import prune
-    from edgekd.export import export_onnx
+    from edgekd.export import ParityReference, export_onnx
     from edgekd.models import build_model
 
     task = get_task("segmentation")
     spec = ModelSpec(name="torchvision:lraspp_mobilenet_v3_large")
     model = build_model(spec, scenes.num_classes, scenes.in_channels).eval()
     assert isinstance(model(scenes.example_input(2)), dict)
-    student, result = prune.run(
+    student, result = prune.prune_model(
         model, scenes, task, PruneConfig(reduction=0.4, iterative_steps=1, round_to=None), 0
     )
     assert abs(result.macs_reduction - 0.4) <= 0.01
     artifact = export_onnx(
-        student, scenes, task, ExportConfig(parity_samples=4), tmp_path / "l.onnx", name="l", metadata={}
+        ParityReference(student, scenes, task), ExportConfig(parity_samples=4), tmp_path / "l.onnx", name="l"
     )
     assert artifact.parity.passed
 
@@ -283,16 +283,12 @@ def test_segmentation_strip_draws_a_png(scenes, tmp_path):
 
 # ── the recipes, end to end through the CLI on tiny subsets ────────────────────────────────────────────────
 
-TINY = (
+TINY = (  # on top of tests.conftest.SMALL_RUN
     "data.train_limit=64",
     "data.eval_limit=32",
     "data.batch_size=32",
     "prune.iterative_steps=1",
-    "distill.epochs=1",
     "export.parity_samples=16",
-    "profile.threads=[1]",
-    "profile.runs=5",
-    "profile.warmup=1",
 )
 
 
@@ -303,11 +299,11 @@ def test_segmentation_recipe_runs_end_to_end(recipe, tmp_path):
     import json
 
     from edgekd.report import validate_report
-    from tests.conftest import REPO, run_cli
+    from tests.conftest import REPO, SMALL_RUN, cli, sets
 
     out = tmp_path / "run"
-    overrides = [arg for item in TINY for arg in ("--set", item)]
-    proc = run_cli("compress", str(REPO / "recipes" / recipe), "--out", str(out), *overrides)
+    overrides = (*SMALL_RUN, *sets(*TINY))
+    proc = cli("compress", str(REPO / "recipes" / recipe), "--out", str(out), *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     validate_report(report)
@@ -319,7 +315,7 @@ def test_segmentation_recipe_runs_end_to_end(recipe, tmp_path):
     assert student["parity"]["passed"] and 0.0 <= student["metrics"]["miou"] <= 1.0
     assert (out / "plots" / "segmentation.png").is_file()
     assert "plots/segmentation.png" in (out / "report.md").read_text()
-    assert run_cli("report", str(out)).returncode == 0  # re-rendering keeps the strip the run drew
+    assert cli("report", str(out)).returncode == 0  # re-rendering keeps the strip the run drew
     assert "plots/segmentation.png" in (out / "report.md").read_text()
     recipe_losses = {spec["name"] for spec in report["recipe"]["distill"]["losses"]}
     assert set(report["distillation"]["history"][0]["loss_terms"]) == recipe_losses

@@ -25,8 +25,8 @@ import pytest
 
 from edgekd.errors import EdgekdError, InputError
 from edgekd.profile import ProbeSettings, to_profile
-from edgekd.profile.resolve import load_targets_file, parse_ssh_url, resolve_target
-from edgekd.profile.ssh import SSHTarget
+from edgekd.profile.resolve import load_targets_file, resolve_target, validate_spec
+from edgekd.profile.ssh import SSHTarget, parse_ssh_url
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER = REPO / "recipes" / "teachers" / "fmnist_resnet20.pt"
@@ -208,9 +208,7 @@ def test_wrong_port_is_unreachable(sshd):
 
 
 def test_unauthorised_key_fails_authentication(sshd):
-    from edgekd.profile.resolve import _validate
-
-    target = SSHTarget(_validate(sshd.spec_fields(identity_file=str(sshd.other_key)), "t"), name="t")
+    target = SSHTarget(validate_spec(sshd.spec_fields(identity_file=str(sshd.other_key)), "t"), name="t")
     with pytest.raises(
         EdgekdError, match=r"authentication to .* failed \(.*Permission denied.*authorized_keys"
     ):
@@ -219,8 +217,6 @@ def test_unauthorised_key_fails_authentication(sshd):
 
 @pytest.mark.parametrize("kind", ["changed", "unknown"])
 def test_host_key_checking_stays_on(sshd, kind):
-    from edgekd.profile.resolve import _validate
-
     if kind == "changed":  # known_hosts pins another key for this host: OpenSSH's MITM warning
         other = " ".join(sshd.other_key.with_suffix(".pub").read_text().split()[:2])
         config = sshd.client_config(f"[127.0.0.1]:{sshd.port} {other}\n")
@@ -228,19 +224,17 @@ def test_host_key_checking_stays_on(sshd, kind):
     else:
         config = sshd.client_config("")
         expected = r"is not in known_hosts.*ssh-keyscan -p \d+ 127\.0\.0\.1"
-    target = SSHTarget(_validate(sshd.spec_fields(ssh_config=str(config)), "t"), name="t")
+    target = SSHTarget(validate_spec(sshd.spec_fields(ssh_config=str(config)), "t"), name="t")
     with pytest.raises(EdgekdError, match=expected):
         target.baseline()
 
 
 # ----------------------------------------------------------------------------------------- device failures
 def test_python_without_onnxruntime_says_how_to_install(sshd, tmp_path):
-    from edgekd.profile.resolve import _validate
-
     bare = _wrapper(tmp_path, "bare-python", f'exec {sys.executable} -S "$@"')  # no site-packages
     check = subprocess.run([str(bare), "-c", "import onnxruntime"], capture_output=True, text=True)
     assert check.returncode != 0, "the wrapper must really lack onnxruntime"
-    target = SSHTarget(_validate(sshd.spec_fields(python=str(bare)), "t"), name="t")
+    target = SSHTarget(validate_spec(sshd.spec_fields(python=str(bare)), "t"), name="t")
     with pytest.raises(
         EdgekdError, match=r"has no numpy and no onnxruntime; .*pip install onnxruntime numpy"
     ):
@@ -248,21 +242,17 @@ def test_python_without_onnxruntime_says_how_to_install(sshd, tmp_path):
 
 
 def test_missing_python_is_named(sshd):
-    from edgekd.profile.resolve import _validate
-
-    target = SSHTarget(_validate(sshd.spec_fields(python="/nonexistent/python3"), "t"), name="t")
+    target = SSHTarget(validate_spec(sshd.spec_fields(python="/nonexistent/python3"), "t"), name="t")
     with pytest.raises(EdgekdError, match=r"no Python '/nonexistent/python3' on .*install Python >= 3\.8"):
         target.baseline()
 
 
 def test_probe_killed_on_the_device_is_reported_and_cleaned_up(sshd, model_onnx, tmp_path):
-    from edgekd.profile.resolve import _validate
-
     # The interpreter dies by SIGKILL (as under the OOM killer) when it runs the probe; checks still pass.
     dying = _wrapper(
         tmp_path, "dying-python", f'[ "$1" = probe.py ] && kill -KILL $$\nexec {sys.executable} "$@"'
     )
-    target = SSHTarget(_validate(sshd.spec_fields(python=str(dying)), "t"), name="t")
+    target = SSHTarget(validate_spec(sshd.spec_fields(python=str(dying)), "t"), name="t")
     before = _remote_dirs()
     with pytest.raises(EdgekdError, match=r"profiling probe on t failed \(killed by SIGKILL\)"):
         target.run_probe(model_onnx, FAST)
@@ -270,11 +260,9 @@ def test_probe_killed_on_the_device_is_reported_and_cleaned_up(sshd, model_onnx,
 
 
 def test_probe_error_on_the_device_is_one_line(sshd, tmp_path):
-    from edgekd.profile.resolve import _validate
-
     not_onnx = tmp_path / "notes.onnx"
     not_onnx.write_text("this is not a model\n")
-    target = SSHTarget(_validate(sshd.spec_fields(), "t"), name="t")
+    target = SSHTarget(validate_spec(sshd.spec_fields(), "t"), name="t")
     with pytest.raises(
         EdgekdError, match=r"profiling probe on t failed: onnxruntime could not load notes\.onnx"
     ):
@@ -282,9 +270,7 @@ def test_probe_error_on_the_device_is_one_line(sshd, tmp_path):
 
 
 def test_device_side_timeout_stops_the_probe(sshd, model_onnx):
-    from edgekd.profile.resolve import _validate
-
-    target = SSHTarget(_validate(sshd.spec_fields(), "t"), name="t")
+    target = SSHTarget(validate_spec(sshd.spec_fields(), "t"), name="t")
     before = _remote_dirs()
     with pytest.raises(
         EdgekdError, match=r"timed out after 1 s measuring resnet20\.onnx; raise profile\.timeout_s"
@@ -339,7 +325,7 @@ def test_ipv6_url_and_relative_paths_in_targets_file(tmp_path):
     path.write_text("targets:\n  jetson: {host: jet, identity_file: keys/id, notes: Orin Nano}\n")
     assert load_targets_file(path)["jetson"].identity_file == str(tmp_path / "keys" / "id")
     path.write_text("targets:\n  jetson: {hots: jet}\n")
-    with pytest.raises(InputError, match=r"targets\.jetson: hots: unknown key; did you mean 'host'"):
+    with pytest.raises(InputError, match=r"targets\.jetson\.hots: unknown key; did you mean 'host'"):
         load_targets_file(path)
     path.write_text("targets:\n  local: {host: x}\n")
     with pytest.raises(InputError, match="reserved"):
@@ -368,11 +354,11 @@ def test_compress_profiles_on_the_remote_target_into_the_report_and_gates_exit_3
     import json
 
     from edgekd.report import validate_report
-    from tests.conftest import one_line_error, run_cli
+    from tests.conftest import cli, one_line_error
 
     monkeypatch.setenv("EDGEKD_TARGETS", str(_bench_targets(sshd, tmp_path)))
     out = tmp_path / "run"
-    proc = run_cli(
+    proc = cli(
         "compress", "recipes/quickstart.yaml", "--out", str(out),
         "--set", "data.train_limit=256", "--set", "data.eval_limit=128", "--set", "distill.epochs=0",
         # an undistilled student's logits are nearly flat, so INT8 flips many of its (random) top-1s
@@ -406,14 +392,14 @@ def test_compress_profiles_on_the_remote_target_into_the_report_and_gates_exit_3
 def test_profile_command_on_a_remote_target_with_a_latency_gate(sshd, model_onnx, tmp_path, monkeypatch):
     import json
 
-    from tests.conftest import one_line_error, run_cli
+    from tests.conftest import cli, one_line_error
 
     monkeypatch.setenv("EDGEKD_TARGETS", str(_bench_targets(sshd, tmp_path)))
     common = ("profile", str(model_onnx), "--target", "bench", "--runs", "5", "--warmup", "1")
-    ok = run_cli(*common, "--max-ms", "p99=10000", "--json")
+    ok = cli(*common, "--max-ms", "p99=10000", "--json")
     assert ok.returncode == 0, ok.stderr[-2000:]
     (profile,) = json.loads(ok.stdout)
     assert profile["target"] == "bench" and profile["runs"] == 5 and profile["threads"] == 1
-    error = one_line_error(run_cli(*common, "--max-ms", "p50=0.0001"), code=3)
+    error = one_line_error(cli(*common, "--max-ms", "p50=0.0001"), code=3)
     assert "max_latency_ms:resnet20.onnx@bench" in error
-    assert "--max-ms" in one_line_error(run_cli(*common, "--max-ms", "p95=3"), code=2)
+    assert "--max-ms" in one_line_error(cli(*common, "--max-ms", "p95=3"), code=2)

@@ -18,7 +18,7 @@ from edgekd.errors import InputError
 from edgekd.io import TMP_MARK
 from edgekd.models import build_model
 from edgekd.models.student_file import load_student, read_student_meta, save_student
-from edgekd.prune import run
+from edgekd.prune import prune_model
 from edgekd.recipe.schema import DataConfig, ModelSpec, PruneConfig
 from edgekd.results import to_dict
 from edgekd.tasks import get_task
@@ -59,7 +59,7 @@ def pruned_student(name: str, data: DataBundle) -> tuple[nn.Module, ModelSpec, D
     spec = ModelSpec(name=name)
     torch.manual_seed(0)
     teacher = build_model(spec, num_classes=10, in_channels=channels)
-    student, _ = run(
+    student, _ = prune_model(
         teacher, data, TASK, PruneConfig(target="channels", reduction=0.4, iterative_steps=1), seed=0
     )
     student.train()  # move BatchNorm running statistics away from their init so buffers must round-trip too
@@ -139,7 +139,7 @@ def test_meta_must_be_plain_data(tmp_path: Path) -> None:
 
 def test_prune_record_fits_in_meta(fmnist: DataBundle, tmp_path: Path) -> None:
     spec = ModelSpec(name="resnet20")
-    student, result = run(
+    student, result = prune_model(
         build_model(spec, 10, 1),
         fmnist,
         TASK,

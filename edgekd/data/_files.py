@@ -9,36 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
 from edgekd.data.base import Preprocessing
+from edgekd.data.params import Channels, DatasetParams, Size
 from edgekd.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def parse_size(value: Any, key: str = "data.args.size") -> tuple[int, int] | None:
-    """``[H, W]`` or one int (square) from a recipe; ``None`` keeps the files' own size."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value, value
-    if (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        return int(value[0]), int(value[1])
-    raise InputError(f"{key}: expected [height, width] or one positive int, got {value!r}")
+class FolderParams(DatasetParams):
+    """Options every folder dataset takes: how to read the files and where the two splits are."""
 
-
-def check_channels(value: Any) -> int | None:
-    if value is None or value in (1, 3):
-        return value
-    raise InputError(f"data.args.channels: expected 1 (grey) or 3 (RGB), got {value!r}")
+    size: Size | None = Field(
+        None, description="[height, width] (or one int) to resize to; needed when files differ in size."
+    )
+    channels: Channels | None = Field(None, description="1 (grey) or 3 (RGB); default: from the first image.")
+    train: str = Field(
+        "train", min_length=1, description="Directory under data.root holding the training split."
+    )
+    eval: str = Field(
+        "val", min_length=1, description="Directory under data.root holding the evaluation split."
+    )
 
 
 def list_images(directory: Path) -> list[Path]:
@@ -94,7 +89,7 @@ def preprocessing_of(images: torch.Tensor) -> Preprocessing:
     )
 
 
-def split_dirs(root: Path | None, args: dict[str, Any], name: str) -> tuple[Path, Path]:
+def split_dirs(root: Path | None, params: FolderParams, name: str) -> tuple[Path, Path]:
     """``root/<train>`` and ``root/<eval>`` (``data.args.train``/``eval``, default ``train``/``val``)."""
     if root is None:
         raise InputError(f"data.root: {name} needs the dataset directory")
@@ -102,18 +97,11 @@ def split_dirs(root: Path | None, args: dict[str, Any], name: str) -> tuple[Path
     if not root.is_dir():
         raise InputError(f"data.root: {root} is not a directory")
     dirs = []
-    for key, default in (("train", "train"), ("eval", "val")):
-        sub = root / str(args.get(key, default))
+    for sub in (root / params.train, root / params.eval):
         if not sub.is_dir():
             raise InputError(
-                f"{name}: {sub} not found; expected {root}/<split>/ for splits '{args.get('train', 'train')}' "
-                f"and '{args.get('eval', 'val')}' (set data.args.train / data.args.eval to rename them)"
+                f"{name}: {sub} not found; expected {root}/<split>/ for splits '{params.train}' "
+                f"and '{params.eval}' (set data.args.train / data.args.eval to rename them)"
             )
         dirs.append(sub)
     return dirs[0], dirs[1]
-
-
-def check_options(args: dict[str, Any], allowed: Sequence[str], name: str) -> None:
-    unknown = sorted(set(args) - set(allowed))
-    if unknown:
-        raise InputError(f"data.args: {name} has no option '{unknown[0]}' (options: {', '.join(allowed)})")

@@ -5,6 +5,9 @@ Search order: ``data.root`` → ``$EDGEKD_DATA`` (and ``$EDGEKD_DATA/fashion-mni
 ``<root>/FashionMNIST/raw`` layout. With ``data.download: true`` the files are fetched into the first writable
 location and verified against their published MD5 sums before use.
 
+Options: none (``data.args`` must be empty); ``data.root``, ``data.download`` and the limits say where and how
+much.
+
 Recipe::
 
     data: {name: fashion_mnist, train_limit: 20000, eval_limit: 5000}
@@ -23,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgekd.data import DATASETS
+from edgekd.data import register_dataset
 from edgekd.data.base import DataBundle, Preprocessing, TensorSplit
+from edgekd.data.params import DatasetParams
 from edgekd.errors import EdgekdError, InputError
 from edgekd.io import atomic_path
 from edgekd.recipe.schema import DataConfig
@@ -122,11 +126,13 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
 
 
-@DATASETS.register("fashion_mnist")
-def build_fashion_mnist(cfg: DataConfig) -> DataBundle:
+class FashionMNISTParams(DatasetParams):
+    """``data.args`` of ``fashion_mnist``: none; the files are fixed (their MD5 sums are published)."""
+
+
+@register_dataset("fashion_mnist", FashionMNISTParams)
+def build_fashion_mnist(cfg: DataConfig, params: FashionMNISTParams) -> DataBundle:
     """Fashion-MNIST: 60k train / 10k test 28×28 grey images of 10 garment classes."""
-    if cfg.args:
-        raise InputError(f"data.args: fashion_mnist takes no options, got {', '.join(sorted(cfg.args))}")
     directory = find_files(cfg.root)
     if directory is None and cfg.download:
         directory = download(Path(cfg.root or os.environ.get("EDGEKD_DATA") or "data") / "fashion-mnist")

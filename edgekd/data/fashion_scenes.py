@@ -14,6 +14,10 @@ scenes use only Fashion-MNIST's training images and evaluation scenes only its t
 Determinism: scenes are drawn one after another from ``numpy.random.default_rng([seed, split])``, so scene
 ``i`` is the same for every ``train_limit``/``eval_limit`` (a limit generates only the first scenes).
 
+Options (``data.args``, :class:`FashionScenesParams`): ``canvas`` (scene side, >= 28; default 64), ``garments``
+([min, max] per scene; default [2, 4]), ``train_scenes`` / ``eval_scenes`` (12000 / 2000), ``threshold``
+(silhouette cut, 0..254; default 24), ``background`` (brightest background value, 0..255; default 40), ``seed``.
+
 Recipe::
 
     data:
@@ -26,55 +30,42 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import AfterValidator, Field
 
-from edgekd.data import DATASETS
+from edgekd.data import register_dataset
 from edgekd.data.base import DataBundle, Preprocessing, TensorSplit
 from edgekd.data.fashion_mnist import CLASS_NAMES, FILES, download, find_files, read_idx
+from edgekd.data.params import DatasetParams, NonNegativeInt, Pair, PositiveInt
 from edgekd.errors import InputError
 from edgekd.recipe.schema import DataConfig
 
-DEFAULTS: dict[str, Any] = {
-    "canvas": 64,
-    "garments": [2, 4],
-    "train_scenes": 12000,
-    "eval_scenes": 2000,
-    "threshold": 24,
-    "background": 40,
-    "seed": 0,
-}
 GARMENT = 28  # Fashion-MNIST images are 28×28
 
 
-def _options(args: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(args) - set(DEFAULTS))
-    if unknown:
-        raise InputError(
-            f"data.args: fashion_scenes has no option '{unknown[0]}' (options: {', '.join(DEFAULTS)})"
-        )
-    opts = {**DEFAULTS, **args}
-    for key in ("canvas", "train_scenes", "eval_scenes", "threshold", "background", "seed"):
-        if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 0:
-            raise InputError(f"data.args.{key}: expected a non-negative integer, got {opts[key]!r}")
-    garments = opts["garments"]
-    if isinstance(garments, int) and not isinstance(garments, bool):
-        garments = [garments, garments]
-    if (
-        not isinstance(garments, list | tuple)
-        or len(garments) != 2
-        or not all(isinstance(g, int) and g >= 1 for g in garments)
-        or garments[0] > garments[1]
-    ):
-        raise InputError(f"data.args.garments: expected [min, max] with 1 <= min <= max, got {garments!r}")
-    opts["garments"] = (int(garments[0]), int(garments[1]))
-    if opts["canvas"] < GARMENT:
-        raise InputError(f"data.args.canvas: must be at least {GARMENT} (one garment), got {opts['canvas']}")
-    if opts["threshold"] > 254 or opts["background"] > 255:
-        raise InputError("data.args: threshold must be <= 254 and background <= 255")
-    return opts
+def _ordered(value: tuple[int, int]) -> tuple[int, int]:
+    if value[0] > value[1]:
+        raise ValueError(f"expected [min, max] with min <= max, not {list(value)}")
+    return value
+
+
+class FashionScenesParams(DatasetParams):
+    """``data.args`` of ``fashion_scenes``: scene size, crowding, how many scenes, and their seed."""
+
+    canvas: int = Field(64, strict=True, ge=GARMENT, description="Scene side in pixels (>= 28, one garment).")
+    garments: Annotated[Pair, AfterValidator(_ordered)] = Field(
+        (2, 4), description="[min, max] garments per scene (or one int for a fixed count), min >= 1."
+    )
+    train_scenes: PositiveInt = Field(12000, description="Training scenes (train_limit generates fewer).")
+    eval_scenes: PositiveInt = Field(2000, description="Evaluation scenes (eval_limit generates fewer).")
+    threshold: int = Field(
+        24, strict=True, ge=0, le=254, description="A garment's silhouette: its pixels brighter than this."
+    )
+    background: int = Field(40, strict=True, ge=0, le=255, description="Brightest background pixel value.")
+    seed: NonNegativeInt = Field(0, description="Seeds the scenes: the same seed gives the same scenes.")
 
 
 def compose_scenes(
@@ -125,10 +116,9 @@ def _garments(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-@DATASETS.register("fashion_scenes")
-def build_fashion_scenes(cfg: DataConfig) -> DataBundle:
+@register_dataset("fashion_scenes", FashionScenesParams)
+def build_fashion_scenes(cfg: DataConfig, params: FashionScenesParams) -> DataBundle:
     """Segmentation scenes of real Fashion-MNIST garments: background + 10 classes, deterministic per seed."""
-    opts = _options(cfg.args)
     directory = find_files(cfg.root)
     if directory is None and cfg.download:
         directory = download(Path(cfg.root or os.environ.get("EDGEKD_DATA") or "data") / "fashion-mnist")
@@ -138,22 +128,21 @@ def build_fashion_scenes(cfg: DataConfig) -> DataBundle:
             "dataset-fashion-mnist', set data.root or $EDGEKD_DATA, or set data.download: true"
         )
     splits = {}
-    for index, split in enumerate(("train", "eval")):
+    for index, (split, scenes, limit) in enumerate(
+        (("train", params.train_scenes, cfg.train_limit), ("eval", params.eval_scenes, cfg.eval_limit))
+    ):
         garments, labels = _garments(directory, split)
-        limit = cfg.train_limit if split == "train" else cfg.eval_limit
-        count = opts[f"{split}_scenes"] if limit is None else min(limit, opts[f"{split}_scenes"])
-        if count < 1:
-            raise InputError(f"data.args.{split}_scenes: must be at least 1")
-        rng = np.random.default_rng([opts["seed"], index])
+        count = scenes if limit is None else min(limit, scenes)
+        rng = np.random.default_rng([params.seed, index])
         images, masks = compose_scenes(
             garments,
             labels,
             count,
             rng,
-            opts["canvas"],
-            opts["garments"],
-            opts["threshold"],
-            opts["background"],
+            params.canvas,
+            params.garments,
+            params.threshold,
+            params.background,
         )
         splits[split] = TensorSplit(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(masks))
     return DataBundle(

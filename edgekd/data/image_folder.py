@@ -23,13 +23,11 @@ from pathlib import Path
 
 import torch
 
-from edgekd.data import DATASETS
+from edgekd.data import register_dataset
 from edgekd.data._files import (
     IMAGE_SUFFIXES,
-    check_channels,
-    check_options,
+    FolderParams,
     guess_channels,
-    parse_size,
     preprocessing_of,
     split_dirs,
     stack_images,
@@ -38,7 +36,9 @@ from edgekd.data.base import DataBundle, TensorSplit
 from edgekd.errors import InputError
 from edgekd.recipe.schema import DataConfig
 
-OPTIONS = ("size", "channels", "train", "eval")
+
+class ImageFolderParams(FolderParams):
+    """``data.args`` of ``image_folder``: the folder datasets' common options (size, channels, split names)."""
 
 
 def _samples(directory: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
@@ -54,20 +54,18 @@ def _samples(directory: Path, classes: list[str]) -> tuple[list[Path], list[int]
     return [Path(p) for p, _ in found], [int(c) for _, c in found]
 
 
-@DATASETS.register("image_folder")
-def build_image_folder(cfg: DataConfig) -> DataBundle:
+@register_dataset("image_folder", ImageFolderParams)
+def build_image_folder(cfg: DataConfig, params: ImageFolderParams) -> DataBundle:
     """Classification images in ``ROOT/{train,val}/<class>/``: torchvision's ImageFolder layout."""
     from torchvision.datasets.folder import find_classes
 
-    check_options(cfg.args, OPTIONS, "image_folder")
-    train_dir, eval_dir = split_dirs(cfg.root, cfg.args, "image_folder")
+    train_dir, eval_dir = split_dirs(cfg.root, params, "image_folder")
     try:
         classes, _ = find_classes(str(train_dir))
     except FileNotFoundError as exc:
         raise InputError(f"image_folder: {train_dir}: {exc}") from None
-    size = parse_size(cfg.args.get("size"))
     splits = {}
-    channels = check_channels(cfg.args.get("channels"))
+    channels = params.channels
     for split, directory, limit in (
         ("train", train_dir, cfg.train_limit),
         ("eval", eval_dir, cfg.eval_limit),
@@ -78,7 +76,7 @@ def build_image_folder(cfg: DataConfig) -> DataBundle:
             keep = torch.linspace(0, len(paths) - 1, limit).round().long().tolist()
             paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
         channels = channels or guess_channels(paths[0])
-        images = stack_images(paths, channels, size)
+        images = stack_images(paths, channels, params.size)
         splits[split] = TensorSplit(images, torch.tensor(labels, dtype=torch.int64))
     if splits["train"].images.shape[2:] != splits["eval"].images.shape[2:]:
         raise InputError("image_folder: train and eval images differ in size; set data.args.size")

@@ -27,18 +27,17 @@ Recipe::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import BeforeValidator, Field, Strict, ValidationInfo, field_validator
 
-from edgekd.data import DATASETS
+from edgekd.data import register_dataset
 from edgekd.data._files import (
-    check_channels,
-    check_options,
+    FolderParams,
     guess_channels,
     list_images,
-    parse_size,
     preprocessing_of,
     split_dirs,
     stack_images,
@@ -47,7 +46,43 @@ from edgekd.data.base import IGNORE_LABEL, DataBundle, TensorSplit
 from edgekd.errors import InputError
 from edgekd.recipe.schema import DataConfig
 
-OPTIONS = ("size", "channels", "num_classes", "class_names", "palette", "train", "eval")
+Byte = Annotated[int, Strict(), Field(ge=0, le=255)]
+
+
+def _as_text(value: Any) -> Any:
+    """Class names as YAML gives them: ``[bg, 1, 2]`` has ints, which name classes as well as words do."""
+    return [str(v) if isinstance(v, int | float) else v for v in value] if isinstance(value, list) else value
+
+
+class SegFolderParams(FolderParams):
+    """``data.args`` of ``seg_folder``: the folder options plus what the masks mean (classes, colours)."""
+
+    num_classes: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        le=IGNORE_LABEL,
+        description="Classes; default: the palette's length, else the largest label + 1.",
+    )
+    class_names: Annotated[tuple[str, ...], BeforeValidator(_as_text)] | None = Field(
+        None, description="One name per class, in class order; default class_0, class_1, ..."
+    )
+    palette: tuple[tuple[Byte, Byte, Byte], ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=IGNORE_LABEL,
+        description="[[r, g, b], ...] in class order, for colour (RGB) masks; a colour not listed is an error.",
+    )
+
+    @field_validator("class_names")
+    @classmethod
+    def _one_name_per_class(
+        cls, names: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
+        classes = info.data.get("num_classes")
+        if names is not None and classes is not None and len(names) != classes:
+            raise ValueError(f"{len(names)} names for {classes} classes")
+        return names
 
 
 def read_mask(path: Path, size: tuple[int, int] | None, palette: np.ndarray | None) -> np.ndarray:
@@ -91,17 +126,6 @@ def _colours_to_labels(path: Path, rgb: np.ndarray, palette: np.ndarray) -> np.n
     return order[pos].astype(np.uint8)
 
 
-def _palette(value: Any) -> np.ndarray | None:
-    if value is None:
-        return None
-    array = np.asarray(value, dtype=np.int64) if isinstance(value, list) else None
-    if array is None or array.ndim != 2 or array.shape[1] != 3 or not ((array >= 0) & (array <= 255)).all():
-        raise InputError("data.args.palette: expected a list of [r, g, b] (0..255), one per class")
-    if len(array) > IGNORE_LABEL:
-        raise InputError(f"data.args.palette: at most {IGNORE_LABEL} classes")
-    return array
-
-
 def _pairs(directory: Path) -> tuple[list[Path], list[Path]]:
     images_dir, masks_dir = directory / "images", directory / "masks"
     for d in (images_dir, masks_dir):
@@ -121,15 +145,12 @@ def _pairs(directory: Path) -> tuple[list[Path], list[Path]]:
     return images, [masks[p.stem] for p in images]
 
 
-@DATASETS.register("seg_folder")
-def build_seg_folder(cfg: DataConfig) -> DataBundle:
+@register_dataset("seg_folder", SegFolderParams)
+def build_seg_folder(cfg: DataConfig, params: SegFolderParams) -> DataBundle:
     """Image/mask PNG pairs in ``ROOT/{train,val}/{images,masks}/``, matched by file stem."""
-    args = cfg.args
-    check_options(args, OPTIONS, "seg_folder")
-    train_dir, eval_dir = split_dirs(cfg.root, args, "seg_folder")
-    size = parse_size(args.get("size"))
-    palette = _palette(args.get("palette"))
-    channels = check_channels(args.get("channels"))
+    train_dir, eval_dir = split_dirs(cfg.root, params, "seg_folder")
+    palette = np.asarray(params.palette, dtype=np.int64) if params.palette else None
+    channels = params.channels
     splits = {}
     for split, directory, limit in (
         ("train", train_dir, cfg.train_limit),
@@ -138,8 +159,8 @@ def build_seg_folder(cfg: DataConfig) -> DataBundle:
         images, masks = _pairs(directory)
         images, masks = images[:limit], masks[:limit]
         channels = channels or guess_channels(images[0])
-        pixels = stack_images(images, channels, size)
-        labels = torch.from_numpy(np.stack([read_mask(m, size, palette) for m in masks]))
+        pixels = stack_images(images, channels, params.size)
+        labels = torch.from_numpy(np.stack([read_mask(m, params.size, palette) for m in masks]))
         if labels.shape[1:] != pixels.shape[2:]:
             raise InputError(
                 f"seg_folder: masks in {directory} are {tuple(labels.shape[1:])} but images are "
@@ -150,12 +171,12 @@ def build_seg_folder(cfg: DataConfig) -> DataBundle:
         raise InputError("seg_folder: train and eval images differ in size; set data.args.size")
     labelled = torch.cat([s.targets[s.targets != IGNORE_LABEL] for s in splits.values()])
     found = int(labelled.max()) + 1 if labelled.numel() else 1
-    num_classes = int(args.get("num_classes") or (len(palette) if palette is not None else found))
+    num_classes = params.num_classes or (len(palette) if palette is not None else found)
     if found > num_classes:
         raise InputError(
             f"seg_folder: masks hold class {found - 1} but data.args.num_classes is {num_classes}"
         )
-    names = tuple(str(n) for n in args.get("class_names") or ())
+    names = params.class_names or ()
     if names and len(names) != num_classes:
         raise InputError(f"data.args.class_names: {len(names)} names for {num_classes} classes")
     return DataBundle(

@@ -8,7 +8,7 @@ whole batches of pixel grids with torch (no per-image loop, no graphics stack):
 * **eyeball**: radius ``R``; the iris centre sits at ``R · (g_x, g_y)`` from the eye centre, where
   ``g = (−cos p · sin y, −sin p, −cos p · cos y)`` is the gaze vector of pitch ``p`` and yaw ``y`` in camera
   coordinates (x right, y down, looking at the camera is ``−z``; the MPIIGaze convention;
-  :func:`edgekd.tasks.regression.gaze_vector`);
+  :func:`edgekd.data.gaze.gaze_vector`);
 * **iris and pupil**: discs on the sphere, seen as ellipses foreshortened by ``cos θ = cos p · cos y`` along the
   direction of the iris offset; the pupil size varies;
 * **eyelids**: two parabolic arcs through the eye corners, with a random opening; the upper lid follows the
@@ -32,6 +32,10 @@ a generator.
 gaze recipe must set ``data.augment: false`` (the builder refuses ``augment: true`` with ``target: gaze``).
 The flip is label-safe for the sclera mask only if the loader flips the mask too.
 
+Options (``data.args``, :class:`SynthEyesParams`): ``target`` (``gaze`` | ``sclera``, default gaze), ``size``
+([H, W] or one int, each >= 16; default [36, 60]), ``train_size`` / ``eval_size`` (samples rendered; 20000 /
+2000), ``channels`` (1 or 3; default 1), ``seed`` (default 0).
+
 Recipe::
 
     data: {name: synth_eyes, augment: false, args: {target: gaze, size: [36, 60], train_size: 20000}}
@@ -41,26 +45,59 @@ Recipe::
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import AfterValidator, BeforeValidator, Field
 
-from edgekd.data import DATASETS
+from edgekd.data import register_dataset
 from edgekd.data.base import DataBundle, Preprocessing, TensorSplit
-from edgekd.errors import InputError
+from edgekd.data.gaze import GAZE_PITCH_YAW, gaze_vector
+from edgekd.data.params import Channels, DatasetParams, NonNegativeInt, PositiveInt, Size
 from edgekd.recipe.schema import DataConfig
-from edgekd.tasks.regression import GAZE_PITCH_YAW, gaze_vector
 
 CHUNK = 256
 TARGETS = ("gaze", "sclera")
-DEFAULTS: dict[str, Any] = {
-    "target": "gaze",
-    "size": [36, 60],  # H×W of MPIIGaze / UnityEyes normalised eye crops
-    "train_size": 20000,
-    "eval_size": 2000,
-    "channels": 1,
-    "seed": 0,
-}
+MIN_SIZE = 16  # below 16 px the eye's parts (pupil, lids, glint) are under a pixel
+
+
+def _known_target(value: Any) -> Any:
+    """Name the bad target and the valid ones (pydantic's Literal message lists them without the key's meaning)."""
+    if value not in TARGETS:
+        raise ValueError(f"{value!r} is not one of {', '.join(TARGETS)}")
+    return value
+
+
+def _large_enough(value: tuple[int, int]) -> tuple[int, int]:
+    if min(value) < MIN_SIZE:
+        raise ValueError(f"each of [height, width] must be >= {MIN_SIZE}, not {list(value)}")
+    return value
+
+
+class SynthEyesParams(DatasetParams):
+    """``data.args`` of ``synth_eyes``; defaults render MPIIGaze-sized grey crops with gaze labels."""
+
+    target: Annotated[Literal["gaze", "sclera"], BeforeValidator(_known_target)] = Field(
+        "gaze", description="Labels: gaze (pitch, yaw in radians, N×2) or sclera (0/1 mask, N×H×W)."
+    )
+    size: Annotated[Size, AfterValidator(_large_enough)] = Field(
+        (36, 60), description="[height, width] of the crops (or one int), each >= 16; MPIIGaze's is [36, 60]."
+    )
+    train_size: PositiveInt = Field(20000, description="Training samples rendered (train_limit truncates).")
+    eval_size: PositiveInt = Field(2000, description="Evaluation samples rendered (eval_limit truncates).")
+    channels: Channels = Field(1, description="1 (grey tones) or 3 (colour tones).")
+    seed: NonNegativeInt = Field(0, description="Seeds every sample: the same seed gives the same images.")
+
+    def conflicts(self, cfg: DataConfig) -> dict[str, str]:
+        """A flipped eye keeps its yaw label, so a gaze dataset must not be augmented."""
+        if self.target == "gaze" and cfg.augment:
+            return {
+                "augment": "a horizontal flip mirrors the eye but not its yaw label; set data.augment: false "
+                "with synth_eyes target: gaze"
+            }
+        return {}
+
+
 # Pixel statistics of the renderer (36×60, seed 0), measured on 20 000 training images (grey and colour agree).
 PREPROCESSING = {1: Preprocessing(mean=(0.50,), std=(0.21,)), 3: Preprocessing((0.50,) * 3, (0.21,) * 3)}
 # Gaze ranges (radians): ±25° pitch and ±35° yaw, about the span of MPIIGaze's normalised data.
@@ -187,61 +224,25 @@ def generate(
     return images, gaze, masks
 
 
-def parse_args(cfg: DataConfig) -> dict[str, Any]:
-    """``data.args`` with defaults filled in; unknown keys and bad values raise InputError."""
-    unknown = sorted(set(cfg.args) - set(DEFAULTS))
-    if unknown:
-        raise InputError(
-            f"data.args: synth_eyes has no option {', '.join(unknown)} (valid: {', '.join(DEFAULTS)})"
-        )
-    args = {**DEFAULTS, **cfg.args}
-    if args["target"] not in TARGETS:
-        raise InputError(f"data.args.target: '{args['target']}' is not one of {', '.join(TARGETS)}")
-    size = args["size"]
-    if isinstance(size, int):
-        size = [size, size]
-    if not (
-        isinstance(size, list | tuple)
-        and len(size) == 2
-        and all(isinstance(v, int) and v >= 16 for v in size)
-    ):
-        raise InputError(f"data.args.size: expected [height, width] of integers >= 16, got {size!r}")
-    args["size"] = [int(v) for v in size]
-    for key in ("train_size", "eval_size"):
-        if not isinstance(args[key], int) or args[key] < 1:
-            raise InputError(f"data.args.{key}: expected a positive integer, got {args[key]!r}")
-    if args["channels"] not in (1, 3):
-        raise InputError(f"data.args.channels: expected 1 or 3, got {args['channels']!r}")
-    if not isinstance(args["seed"], int) or args["seed"] < 0:
-        raise InputError(f"data.args.seed: expected a non-negative integer, got {args['seed']!r}")
-    if args["target"] == "gaze" and cfg.augment:
-        raise InputError(
-            "data.augment: a horizontal flip mirrors the eye but not its yaw label; set data.augment: false "
-            "with synth_eyes target: gaze"
-        )
-    return args
-
-
-@DATASETS.register("synth_eyes")
-def build_synth_eyes(cfg: DataConfig) -> DataBundle:
+@register_dataset("synth_eyes", SynthEyesParams)
+def build_synth_eyes(cfg: DataConfig, params: SynthEyesParams) -> DataBundle:
     """Synthetic eye crops (UnityEyes-style): gaze (pitch, yaw) regression or sclera segmentation targets."""
-    args = parse_args(cfg)
-    height, width = args["size"]
+    height, width = params.size
+    gaze_target = params.target == "gaze"
     splits = {}
     for index, (split, size, limit) in enumerate(
-        (("train", args["train_size"], cfg.train_limit), ("eval", args["eval_size"], cfg.eval_limit))
+        (("train", params.train_size, cfg.train_limit), ("eval", params.eval_size, cfg.eval_limit))
     ):
         count = min(size, limit) if limit else size
-        images, gaze, masks = generate(count, height, width, args["channels"], args["seed"], index)
-        splits[split] = TensorSplit(images, gaze if args["target"] == "gaze" else masks)
-    gaze_target = args["target"] == "gaze"
+        images, gaze, masks = generate(count, height, width, params.channels, params.seed, index)
+        splits[split] = TensorSplit(images, gaze if gaze_target else masks)
     return DataBundle(
         name="synth_eyes",
         train=splits["train"],
         eval=splits["eval"],
         num_classes=2,  # outputs: (pitch, yaw), or the classes background / sclera
-        preprocessing=PREPROCESSING[args["channels"]],
+        preprocessing=PREPROCESSING[params.channels],
         class_names=("pitch", "yaw") if gaze_target else ("background", "sclera"),
-        extra={"target": args["target"], "seed": str(args["seed"])},
+        extra={"target": params.target, "seed": str(params.seed)},
         target_kind=GAZE_PITCH_YAW if gaze_target else "",
     )

@@ -1,17 +1,19 @@
 """Distillation: recover the pruned student's accuracy with the frozen, unpruned teacher(s) as the teacher.
 
-``run()`` trains the student with the recipe's weighted losses (see ``edgekd/distill/losses``). Each loss is
-one registered module; see the README's loss table for what each transfers.
+``train_student()`` trains a student with the recipe's weighted losses (see ``edgekd/distill/losses``; each loss
+is one registered module, and the README's loss table says what each transfers); ``run()`` is the pipeline stage
+around it.
 """
 
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses.base import DistillBatch, DistillLoss, LossContext, LossParams
 from edgekd.distill.objective import DistillObjective
 from edgekd.distill.params import parse_loss_params, validate_loss_params
-from edgekd.distill.stage import run
+from edgekd.distill.stage import STAGE, run, train_student
 
 __all__ = [
     "LOSSES",
+    "STAGE",
     "DistillBatch",
     "DistillLoss",
     "DistillObjective",
@@ -19,5 +21,6 @@ __all__ = [
     "LossParams",
     "parse_loss_params",
     "run",
+    "train_student",
     "validate_loss_params",
 ]

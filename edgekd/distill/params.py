@@ -8,11 +8,11 @@ from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses.base import LossParams
 from edgekd.errors import InputError
 from edgekd.recipe.schema import LossSpec
+from edgekd.recipe.validation import format_validation_error
 
 
 def parse_loss_params(spec: LossSpec, where: str | None = None) -> LossParams:
     """The typed parameters of ``spec``; unknown keys and bad values raise InputError with the key path."""
-    from edgekd.recipe.load import format_validation_error
 
     params_model = LOSSES.get(spec.name).Params
     try:

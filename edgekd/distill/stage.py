@@ -1,70 +1,107 @@
-"""The distill stage: train the pruned student against the frozen teacher(s) with the recipe's losses."""
+"""The distill stage: train the pruned student against the frozen teacher(s) with the recipe's losses.
+
+``train_student`` is the one distillation set-up: ``compress``'s stage (:func:`run`), ``edgekd distill`` and the
+other ranks of a distributed run all call it with the run's context, so they train exactly the same way.
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from edgekd.data.base import DataBundle
+from edgekd.context import RunContext, Stage, Upstream, section
 from edgekd.distill.objective import DistillObjective
+from edgekd.engine import distributed
+from edgekd.engine.run_student import load_run_student, save_run_student
+from edgekd.engine.summary import summarize
 from edgekd.engine.trainer import FitOptions, fit, seed_everything
-from edgekd.recipe.schema import DataConfig, DistillConfig, DistillPhase
-from edgekd.results import TrainResult
-from edgekd.tasks.base import Task
+from edgekd.io import sha256_file
+from edgekd.recipe.schema import DistillConfig, DistillPhase
+from edgekd.results import DistillResult, PruneResult, TrainResult
 
 log = logging.getLogger("edgekd")
 
 
-def run(
-    student: nn.Module,
-    teachers: list[nn.Module],
-    data: DataBundle,
-    task: Task,
-    cfg: DistillConfig,
-    data_cfg: DataConfig,
-    seed: int,
-    checkpoint: Path | None = None,
-    resume: bool = False,
-) -> TrainResult:
-    """Distil into ``student`` in place; on return it holds the best-evaluated weights.
+def run(ctx: RunContext, upstream: Upstream) -> DistillResult:
+    """The stage: distil ``state/pruned.pt`` into ``student.pt`` and measure the result.
 
-    With ``cfg.phases`` the phases run in order, each a full training run (own losses, epochs, optimizer and
-    schedule) starting from the previous phase's best student; otherwise ``cfg`` itself is the one phase.
+    Distillation always starts from the pruned student reloaded from disk, in a fresh run as in a resumed one
+    (and on every rank of a distributed run), so all of them train exactly the same model.
+    """
+    student = load_run_student(ctx.run.pruned_pt, ctx.recipe)
+    train = train_student(ctx, student, ctx.run.checkpoint("distill"))
+    save_run_student(ctx.run.student_pt, student, ctx, upstream.get(PruneResult), train)
+    summary = summarize(student, ctx.data, ctx.task, ctx.recipe.data.eval_batch_size, "the distilled student")
+    return DistillResult(train=train, student=summary)
+
+
+def inputs(ctx: RunContext, upstream: Upstream) -> dict[str, Any]:
+    extra = [t.checkpoint and sha256_file(t.checkpoint) for t in ctx.recipe.distill.extra_teachers]
+    return {
+        "pruned": sha256_file(ctx.run.pruned_pt),
+        "distill": section(ctx.recipe, "distill"),
+        "extra_teachers": extra,
+    }
+
+
+def info(ctx: RunContext, result: DistillResult) -> dict[str, Any]:
+    return {
+        "epochs": result.train.epochs,
+        "best_epoch": result.train.best_epoch,
+        "resumed_checkpoint": ctx.resume_training,
+        "ranks": distributed.world_size(),  # data-parallel processes (rounding differs with the count)
+        "teachers": len(ctx.teachers),
+    }
+
+
+STAGE = Stage(
+    name="distill",
+    result=DistillResult,
+    run=run,
+    inputs=inputs,
+    outputs=lambda ctx, result: [ctx.run.student_pt],
+    info=info,
+    data_parallel=True,
+    trains=True,
+)
+
+
+def train_student(ctx: RunContext, student: nn.Module, checkpoint: Path | None = None) -> TrainResult:
+    """Distil into ``student`` in place with ``ctx.recipe.distill``; on return it holds the best-evaluated weights.
+
+    With ``distill.phases`` the phases run in order, each a full training run (own losses, epochs, optimizer and
+    schedule) starting from the previous phase's best student; otherwise the section itself is the one phase.
     The result's history numbers epochs across phases, so the report shows one continuous curve.
 
     Args:
+        ctx: the run's context: its teachers (the unpruned original first), data, task and recipe.
         student: the pruned model (trainable).
-        teachers: frozen teacher models (the unpruned original first).
-        checkpoint: per-epoch checkpoint path (``state/distill-last.pt``) enabling ``resume``; later phases
-            use ``distill-p2-last.pt``, ``distill-p3-last.pt``… beside it.
+        checkpoint: per-epoch checkpoint path (``state/distill-last.pt``); training continues from it when
+            ``ctx.resume_training``. Later phases use ``distill-p2-last.pt``, ``distill-p3-last.pt``… beside it.
     """
+    cfg = ctx.recipe.distill
     phases: list[DistillConfig | DistillPhase] = list(cfg.phases) or [cfg]
     paths = [phase_checkpoint(checkpoint, i) for i in range(len(phases))]
+    resume = ctx.resume_training and checkpoint is not None
     if not resume:  # a later phase's file may be left from a run with other inputs: never resume from it
         for path in paths[1:]:
             if path is not None:
                 path.unlink(missing_ok=True)
     results: list[TrainResult] = []
     for i, phase in enumerate(phases):
-        review = [frozen_copy(student)] if getattr(phase, "self_review", False) and results else []
+        review = (frozen_copy(student),) if getattr(phase, "self_review", False) and results else ()
         label = getattr(phase, "name", "") or (f"phase{i + 1}" if len(phases) > 1 else "distill")
         if len(phases) > 1:
-            log.info(
-                "distill %s (%d of %d): %s",
-                label,
-                i + 1,
-                len(phases),
-                ", ".join(s.name for s in phase.losses),
-            )
-        results.append(
-            _run_phase(
-                student, [*teachers, *review], data, task, cfg, phase, data_cfg, seed, paths[i], resume, label
-            )
-        )
+            losses = ", ".join(s.name for s in phase.losses)
+            log.info("distill %s (%d of %d): %s", label, i + 1, len(phases), losses)
+        job = _Phase(phase, label, (*ctx.teachers, *review), paths[i], resume)
+        results.append(_run_phase(ctx, student, job))
     return results[0] if len(results) == 1 else _chain(results)
 
 
@@ -80,45 +117,46 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-def _run_phase(
-    student: nn.Module,
-    teachers: list[nn.Module],
-    data: DataBundle,
-    task: Task,
-    cfg: DistillConfig,
-    phase: DistillConfig | DistillPhase,
-    data_cfg: DataConfig,
-    seed: int,
-    checkpoint: Path | None,
-    resume: bool,
-    label: str,
-) -> TrainResult:
+@dataclass(frozen=True)
+class _Phase:
+    """One phase's own settings: its section, log label, teachers, epoch checkpoint and whether to resume."""
+
+    cfg: DistillConfig | DistillPhase
+    label: str
+    teachers: tuple[nn.Module, ...]
+    checkpoint: Path | None
+    resume: bool
+
+
+def _run_phase(ctx: RunContext, student: nn.Module, job: _Phase) -> TrainResult:
+    cfg, data, data_cfg, seed = ctx.recipe.distill, ctx.data, ctx.recipe.data, ctx.seed
     seed_everything(seed)
     student.requires_grad_(True)  # the prune stage hands over a frozen copy
     objective = DistillObjective(
         student,
-        teachers,
-        phase.losses,
-        task,
+        list(job.teachers),
+        job.cfg.losses,
+        ctx.task,
         data.num_classes,
         data.example_input(2),
         fuse_teachers=cfg.fuse_teacher,
     )
     try:
-        if not data_cfg.augment and cfg.teacher_cache_mib > 0 and phase.epochs > 0:
+        if not data_cfg.augment and cfg.teacher_cache_mib > 0 and job.cfg.epochs > 0:
             # same images every epoch: run the teachers once (batches of the training size, in split order)
             in_order = data.train_loader(data_cfg.batch_size, augment=False, seed=seed, shuffle=False)
             objective.cache_teacher(in_order, int(cfg.teacher_cache_mib * 2**20))
         options = FitOptions(
-            optim=phase,
+            optim=job.cfg,
             batch_size=data_cfg.batch_size,
             augment=data_cfg.augment,
             seed=seed,
-            desc=label,
-            checkpoint=checkpoint,
-            resume=resume,
+            desc=job.label,
+            eval_batch_size=data_cfg.eval_batch_size,
+            checkpoint=job.checkpoint,
+            resume=job.resume,
         )
-        return fit(student, data, task, objective, options, extra_modules=objective.losses)
+        return fit(student, data, ctx.task, objective, options, extra_modules=objective.losses)
     finally:
         objective.close()
 

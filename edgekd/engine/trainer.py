@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from edgekd.data.base import DataBundle
+from edgekd.data.base import DataBundle, TensorLoader
 from edgekd.engine import distributed
 from edgekd.engine.evaluate import evaluate_model
 from edgekd.engine.sync_batchnorm import sync_batchnorm
@@ -41,7 +41,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, fl
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How one training run is set up. ``checkpoint`` enables per-epoch checkpoints and resume."""
+    """How one training run is set up. ``checkpoint`` enables per-epoch checkpoints and resume.
+
+    ``eval_batch_size`` only sets how many images one evaluation forward pass takes (memory vs speed); the
+    metrics do not depend on it beyond float rounding. Callers pass the recipe's ``data.eval_batch_size``.
+    """
 
     optim: OptimConfig
     batch_size: int
@@ -50,6 +54,7 @@ class FitOptions:
     desc: str = "train"
     checkpoint: Path | None = None
     resume: bool = False
+    eval_batch_size: int = 512
 
 
 def seed_everything(seed: int) -> None:
@@ -113,6 +118,103 @@ def fit(
     started = time.perf_counter()
     trainable = list(model.parameters()) + (list(extra_modules.parameters()) if extra_modules else [])
     optimizer = build_optimizer(trainable, options.optim)
+    loader = _train_loader(data, options)
+    unsync_batchnorm = sync_batchnorm(model, extra_modules)  # global-batch BN statistics across ranks
+    run = _Training(
+        model=model,
+        extra=extra_modules,
+        task=task,
+        options=options,
+        compute_loss=compute_loss,
+        step=distributed.data_parallel(model, extra_modules, compute_loss),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, options.optim, len(loader)),
+        loader=loader,
+        eval_loader=data.eval_loader(options.eval_batch_size),
+    )
+
+    progress = _resume(run) or _Progress.start(model, run.evaluate())
+    first_epoch = progress.epoch + 1
+    for epoch in range(first_epoch, options.optim.epochs + 1):
+        entry = _run_epoch(run, epoch, log_first_step=epoch == first_epoch)
+        progress = progress.after(entry, model, task)
+        _log_epoch(run, entry, progress)
+        if options.checkpoint is not None and distributed.is_main():
+            _save_checkpoint(options.checkpoint, run, progress)
+
+    unsync_batchnorm()
+    model.load_state_dict(progress.best_state)
+    model.eval()
+    return TrainResult(
+        epochs=options.optim.epochs,
+        best_epoch=progress.best_epoch,
+        metrics=progress.best_metrics,
+        history=progress.history,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass(frozen=True)
+class _Training:
+    """What one :func:`fit` call drives, built once: the pieces every epoch, evaluation and checkpoint use.
+
+    Why a bundle: the epoch loop, the resume and the checkpoint each need most of these, and passing them one
+    by one made ten-parameter functions.
+    """
+
+    model: nn.Module
+    extra: nn.Module | None
+    task: Task
+    options: FitOptions
+    compute_loss: LossFn
+    step: Callable[..., tuple[torch.Tensor, dict[str, float]]]  # compute_loss, under DDP when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: TensorLoader
+    eval_loader: TensorLoader
+
+    def evaluate(self) -> dict[str, float]:
+        """The model's metrics on the eval split: computed on rank 0, the same on every rank."""
+        return distributed.on_main(lambda: evaluate_model(self.model, self.eval_loader, self.task))
+
+    def train_mode(self) -> None:
+        """Model and loss modules in training mode (BatchNorm statistics, dropout): they may come in eval mode."""
+        self.model.train()
+        if self.extra is not None:
+            self.extra.train()
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """Where training stands after ``epoch`` finished epochs: the best weights so far and the epoch logs.
+
+    This is what an epoch checkpoint saves besides the model/optimizer/scheduler states, so a resumed run
+    continues with the same best-so-far decision as an uninterrupted one.
+    """
+
+    epoch: int
+    best_epoch: int
+    best_metrics: dict[str, float]
+    best_state: dict[str, torch.Tensor]
+    history: tuple[EpochLog, ...] = ()
+
+    @classmethod
+    def start(cls, model: nn.Module, metrics: dict[str, float]) -> _Progress:
+        """Before the first epoch: the incoming weights are epoch 0's, and the best until beaten."""
+        return cls(epoch=0, best_epoch=0, best_metrics=metrics, best_state=copy.deepcopy(model.state_dict()))
+
+    def after(self, entry: EpochLog, model: nn.Module, task: Task) -> _Progress:
+        """This progress advanced by one epoch; ``model``'s weights become the best if they beat the best."""
+        history = (*self.history, entry)
+        primary, best = entry.metrics[task.primary_metric], self.best_metrics[task.primary_metric]
+        if (primary > best) if task.higher_is_better else (primary < best):
+            state = copy.deepcopy(model.state_dict())
+            return _Progress(entry.epoch, entry.epoch, entry.metrics, state, history)
+        return replace(self, epoch=entry.epoch, history=history)
+
+
+def _train_loader(data: DataBundle, options: FitOptions) -> TensorLoader:
+    """The training batches of this process: all of them, or this rank's share of each when distributed."""
     loader = data.train_loader(options.batch_size, augment=options.augment, seed=options.seed)
     if distributed.is_distributed():
         world = distributed.world_size()
@@ -124,117 +226,107 @@ def fit(
             options.batch_size // world,
             options.batch_size,
         )
-    unsync_batchnorm = sync_batchnorm(model, extra_modules)  # global-batch BN statistics across ranks
-    step = distributed.data_parallel(model, extra_modules, compute_loss)
-    scheduler = build_scheduler(optimizer, options.optim, len(loader))
-    eval_loader = data.eval_loader(512)
-    higher = task.higher_is_better
-    with_indices = bool(getattr(compute_loss, "uses_sample_indices", False))
+    return loader
 
-    best_metrics = distributed.on_main(lambda: evaluate_model(model, eval_loader, task))
-    best_state = copy.deepcopy(model.state_dict())
-    best_epoch, history, first_epoch = 0, [], 1
-    state = distributed.on_main(lambda: _resume_state(options))
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if extra_modules is not None and state.get("extra") is not None:
-            extra_modules.load_state_dict(state["extra"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        best_state, best_metrics, best_epoch = state["best_state"], state["best_metrics"], state["best_epoch"]
-        history = [EpochLog(**h) for h in state["history"]]
-        first_epoch = state["epoch"] + 1
-        torch.set_rng_state(state["torch_rng"])
-        log.info("%s: resumed after epoch %d", options.desc, state["epoch"])
 
-    for epoch in range(first_epoch, options.optim.epochs + 1):
-        epoch_start = time.perf_counter()
-        loader.set_epoch(epoch)
-        if hasattr(compute_loss, "set_epoch"):
-            compute_loss.set_epoch(epoch)  # losses with schedules (e.g. hints first, then logits)
-        model.train()
-        if extra_modules is not None:
-            extra_modules.train()
-        sums: dict[str, float] = {}
-        total, batches = 0.0, 0
-        bar = tqdm(  # disable=None: no bar when stderr is not a terminal (CI logs, redirects)
-            loader.indexed(),
-            total=len(loader),
-            desc=f"{options.desc} {epoch}/{options.optim.epochs}",
-            leave=False,
-            unit="batch",
-            disable=None,
+def _run_epoch(run: _Training, epoch: int, log_first_step: bool) -> EpochLog:
+    """Train one epoch, evaluate the result, and log the epoch (losses averaged over batches and ranks)."""
+    epoch_start = time.perf_counter()
+    total, sums, batches = _train_epoch(run, epoch, log_first_step)
+    metrics = run.evaluate()
+    means = distributed.mean_over_ranks({"": total, **sums})  # every rank ran the same number of batches
+    return EpochLog(
+        epoch=epoch,
+        train_loss=means.pop("") / max(1, batches),
+        loss_terms={k: v / max(1, batches) for k, v in means.items()},
+        metrics=metrics,
+        lr=run.optimizer.param_groups[0]["lr"],
+        seconds=time.perf_counter() - epoch_start,
+    )
+
+
+def _train_epoch(run: _Training, epoch: int, log_first_step: bool) -> tuple[float, dict[str, float], int]:
+    """One pass over this process's training batches: ``(sum of batch losses, sums of loss terms, batches)``.
+
+    ``log_first_step`` logs the first step's loss (mean over ranks) at debug level: the number that tells
+    whether two launches (1 process vs N ranks, fresh vs resumed) start from the same computation.
+    """
+    options = run.options
+    run.loader.set_epoch(epoch)
+    if hasattr(run.compute_loss, "set_epoch"):
+        run.compute_loss.set_epoch(epoch)  # losses with schedules (e.g. hints first, then logits)
+    with_indices = bool(getattr(run.compute_loss, "uses_sample_indices", False))
+    run.train_mode()
+    sums: dict[str, float] = {}
+    total, batches = 0.0, 0
+    bar = tqdm(  # disable=None: no bar when stderr is not a terminal (CI logs, redirects)
+        run.loader.indexed(),
+        total=len(run.loader),
+        desc=f"{options.desc} {epoch}/{options.optim.epochs}",
+        leave=False,
+        unit="batch",
+        disable=None,
+    )
+    for images, targets, indices in bar:
+        loss, terms = (
+            run.step(images, targets, indices=indices) if with_indices else run.step(images, targets)
         )
-        for images, targets, indices in bar:
-            if with_indices:
-                loss, terms = step(images, targets, indices=indices)
-            else:
-                loss, terms = step(images, targets)
-            if not torch.isfinite(loss):
-                raise EdgekdError(
-                    f"{options.desc}: loss became {loss.item()} at epoch {epoch}; lower the learning rate"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach())
-            batches += 1
-            if batches == 1 and epoch == first_epoch:  # the first step's loss, to compare launches by
-                first = distributed.mean_over_ranks({"loss": total})["loss"]
-                log.debug("%s: first step loss %.6f (batch %d)", options.desc, first, options.batch_size)
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{total / batches:.4f}")
-        metrics = distributed.on_main(lambda: evaluate_model(model, eval_loader, task))
-        means = distributed.mean_over_ranks({"": total, **sums})  # every rank ran the same number of batches
-        entry = EpochLog(
-            epoch=epoch,
-            train_loss=means.pop("") / max(1, batches),
-            loss_terms={k: v / max(1, batches) for k, v in means.items()},
-            metrics=metrics,
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=time.perf_counter() - epoch_start,
-        )
-        history.append(entry)
-        primary = metrics[task.primary_metric]
-        best = best_metrics[task.primary_metric]
-        if (primary > best) if higher else (primary < best):
-            best_metrics, best_state, best_epoch = metrics, copy.deepcopy(model.state_dict()), epoch
-        log.info(
-            "%s epoch %d: loss %.4f %s %.4f (best %.4f @ %d) %.1fs",
-            options.desc,
-            epoch,
-            entry.train_loss,
-            task.primary_metric,
-            primary,
-            best_metrics[task.primary_metric],
-            best_epoch,
-            entry.seconds,
-        )
-        if options.checkpoint is not None and distributed.is_main():
-            _save_checkpoint(
-                options.checkpoint,
-                model,
-                extra_modules,
-                optimizer,
-                scheduler,
-                epoch,
-                best_state,
-                best_metrics,
-                best_epoch,
-                history,
+        if not torch.isfinite(loss):
+            raise EdgekdError(
+                f"{options.desc}: loss became {loss.item()} at epoch {epoch}; lower the learning rate"
             )
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        total += float(loss.detach())
+        batches += 1
+        if batches == 1 and log_first_step:  # the first step's loss, to compare launches by
+            first = distributed.mean_over_ranks({"loss": total})["loss"]
+            log.debug("%s: first step loss %.6f (batch %d)", options.desc, first, options.batch_size)
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + value
+        bar.set_postfix(loss=f"{total / batches:.4f}")
+    return total, sums, batches
 
-    unsync_batchnorm()
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(
-        epochs=options.optim.epochs,
-        best_epoch=best_epoch,
-        metrics=best_metrics,
-        history=tuple(history),
-        seconds=time.perf_counter() - started,
+
+def _log_epoch(run: _Training, entry: EpochLog, progress: _Progress) -> None:
+    """One line per epoch in ``edgekd.log``: what a user watches, and what the tests find epochs by."""
+    metric = run.task.primary_metric
+    log.info(
+        "%s epoch %d: loss %.4f %s %.4f (best %.4f @ %d) %.1fs",
+        run.options.desc,
+        entry.epoch,
+        entry.train_loss,
+        metric,
+        entry.metrics[metric],
+        progress.best_metrics[metric],
+        progress.best_epoch,
+        entry.seconds,
+    )
+
+
+def _resume(run: _Training) -> _Progress | None:
+    """Restore the last epoch checkpoint into ``run`` (every rank gets rank 0's) and return its progress.
+
+    ``None`` when ``options`` does not ask to resume or there is no checkpoint yet: training starts over.
+    """
+    state = distributed.on_main(lambda: _resume_state(run.options))
+    if state is None:
+        return None
+    run.model.load_state_dict(state["model"])
+    if run.extra is not None and state.get("extra") is not None:
+        run.extra.load_state_dict(state["extra"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("%s: resumed after epoch %d", run.options.desc, state["epoch"])
+    return _Progress(
+        epoch=state["epoch"],
+        best_epoch=state["best_epoch"],
+        best_metrics=state["best_metrics"],
+        best_state=state["best_state"],
+        history=tuple(EpochLog(**h) for h in state["history"]),
     )
 
 
@@ -250,30 +342,23 @@ def _resume_state(options: FitOptions) -> dict | None:
     return None
 
 
-def _save_checkpoint(
-    path: Path,
-    model: nn.Module,
-    extra: nn.Module | None,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    epoch: int,
-    best_state: dict,
-    best_metrics: dict,
-    best_epoch: int,
-    history: list[EpochLog],
-) -> None:
+def _save_checkpoint(path: Path, run: _Training, progress: _Progress) -> None:
+    """Write everything :func:`_resume` needs to continue after ``progress.epoch``.
+
+    Written atomically: a kill mid-write leaves the previous epoch's checkpoint, never a truncated one.
+    """
     from edgekd.results import to_dict
 
     state = {
-        "model": model.state_dict(),
-        "extra": extra.state_dict() if extra is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "epoch": epoch,
-        "best_state": best_state,
-        "best_metrics": best_metrics,
-        "best_epoch": best_epoch,
-        "history": [to_dict(h) for h in history],
+        "model": run.model.state_dict(),
+        "extra": run.extra.state_dict() if run.extra is not None else None,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": progress.epoch,
+        "best_state": progress.best_state,
+        "best_metrics": progress.best_metrics,
+        "best_epoch": progress.best_epoch,
+        "history": [to_dict(h) for h in progress.history],
         "torch_rng": torch.get_rng_state(),
     }
     write_with(path, lambda tmp: torch.save(state, tmp))

@@ -23,43 +23,31 @@ import re
 import warnings
 from pathlib import Path
 
-from torch import nn
-
-from edgekd.data.base import DataBundle
 from edgekd.errors import EdgekdError
-from edgekd.export._ship import restamp_metadata, ship
+from edgekd.export._ship import DerivedModel, restamp_metadata, ship
+from edgekd.export.parity import ParityLimits, ParityReference
 from edgekd.export.validate import check_onnx_file
 from edgekd.results import Artifact
-from edgekd.tasks.base import Task
 
 log = logging.getLogger("edgekd.export")
 
 FP16_ATOL = 0.1
 FP16_MIN_AGREEMENT = 0.99
+FP16_LIMITS = ParityLimits(samples=256, atol=FP16_ATOL, min_agreement=FP16_MIN_AGREEMENT)
 
 
 def export_fp16(
-    fp32_path: Path,
-    model: nn.Module,
-    data: DataBundle,
-    task: Task,
-    out_path: Path,
-    *,
-    parity_samples: int = 256,
-    atol: float = FP16_ATOL,
-    min_agreement: float = FP16_MIN_AGREEMENT,
+    fp32_path: Path, reference: ParityReference, out_path: Path, limits: ParityLimits = FP16_LIMITS
 ) -> Artifact:
     """Convert ``fp32_path`` to FP16 (FP32 I/O), gate it on parity, evaluate it in ORT.
 
     Args:
         fp32_path: The exported, parity-checked FP32 ONNX file (``student.onnx``).
-        model: The FP32 PyTorch student (parity reference).
-        data: Eval inputs for parity and metrics.
-        task: Output interpretation, agreement and metrics.
+        reference: The FP32 PyTorch student (parity reference), with the eval inputs for parity and metrics
+            and the task (output interpretation, agreement, metrics).
         out_path: Final file, e.g. ``RUN/student.fp16.onnx``; written atomically, only if parity passes.
-        parity_samples: Eval inputs compared with the PyTorch student.
-        atol: Largest accepted ``max |PyTorch - ORT|``.
-        min_agreement: Smallest accepted top-1 (or pixel) agreement.
+        limits: Eval inputs compared with the PyTorch student, the largest accepted ``max |PyTorch - ORT|``
+            and the smallest accepted top-1 (or pixel) agreement (default :data:`FP16_LIMITS`).
 
     Returns:
         The ``fp16`` :class:`~edgekd.results.Artifact` with its own ORT metrics and parity.
@@ -89,18 +77,7 @@ def export_fp16(
     notes = ("FP16 weights/activations, FP32 input and output",)
     if clipped:
         notes += (f"{clipped} weight tensor(s) had values beyond FP16's ±65504, clipped",)
-    artifact = ship(
-        proto,
-        out_path,
-        precision="fp16",
-        model=model,
-        data=data,
-        task=task,
-        parity_samples=parity_samples,
-        atol=atol,
-        min_agreement=min_agreement,
-        notes=notes,
-    )
+    artifact = ship(DerivedModel(proto, "fp16", notes), out_path, reference, limits)
     log.info(
         "%s: FP16, parity max_abs_diff %.3g agreement %.4f, %s, %d bytes",
         out_path.name,

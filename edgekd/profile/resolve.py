@@ -2,10 +2,12 @@
 
 A name is resolved in this order, first match wins:
 
-1. a registered target (``local``);
-2. an ``ssh://[user@]host[:port]`` URL; any ``targets.yaml`` field other than host/user/port may be given as
-   a query parameter: ``ssh://pi@pi5.local?python=/home/pi/venv/bin/python&threads=1,4``;
-3. a named target in ``targets.yaml``, read from ``$EDGEKD_TARGETS`` if set, else ``./targets.yaml``.
+1. a registered plain target (``local``);
+2. a ``<scheme>://...`` URL, parsed by the target kind registered for that scheme. For ``ssh``:
+   ``ssh://[user@]host[:port]``; any ``targets.yaml`` field other than host/user/port may be given as a query
+   parameter: ``ssh://pi@pi5.local?python=/home/pi/venv/bin/python&threads=1,4``;
+3. a named target in ``targets.yaml``, read from ``$EDGEKD_TARGETS`` if set, else ``./targets.yaml``. Its
+   ``kind:`` (default ``ssh``) names the target kind; the other keys are validated against that kind's spec.
 
 Why a separate file for devices: host names, users and key paths describe the lab, not the compression
 experiment, so one recipe can be profiled on different benches by pointing ``EDGEKD_TARGETS`` elsewhere,
@@ -13,36 +15,40 @@ and a recipe committed to a repository carries no addresses. ``targets.yaml``::
 
     targets:
       pi5:
+        kind: ssh                   # the target kind (default ssh); its spec lists the keys below
         host: 192.168.1.50          # or a Host alias from ~/.ssh/config
         user: pi
         port: 22
         python: /home/pi/venv/bin/python
         identity_file: ~/.ssh/id_ed25519   # relative paths: against this file's directory
-        threads: [1, 4]                    # overrides profile.threads on this device
+        threads: [1, 4]                    # overrides profile.threads on this device (every kind)
         notes: Raspberry Pi 5 8 GB, active cooler, 64-bit Raspberry Pi OS
 
+Kinds are the :class:`~edgekd.profile.target.DeviceTarget` subclasses in the ``TARGETS`` registry: each
+declares its ``scheme``, its ``Spec`` and ``parse_url``, so nothing here names a kind but the default.
 Resolving never connects; the first measurement does.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
-from pydantic import ValidationError
 
 from edgekd.errors import InputError
 from edgekd.profile import TARGETS
-from edgekd.profile.ssh import SSHSpec, SSHTarget, expand_path
-from edgekd.profile.target import Target
+from edgekd.profile.target import DeviceTarget, Target, TargetSpec, expand_path
+from edgekd.recipe.validation import validate_params
 from edgekd.registry import did_you_mean
 
 TARGETS_ENV = "EDGEKD_TARGETS"
 TARGETS_FILE = "targets.yaml"
-_PATH_FIELDS = ("identity_file", "ssh_config")
+DEFAULT_KIND = "ssh"
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")  # RFC 3986 scheme, then the authority's '//'
 
 
 def targets_file() -> Path:
@@ -52,81 +58,115 @@ def targets_file() -> Path:
 
 
 def resolve_target(name: str) -> Target:
-    """A new, unconnected Target for ``name`` (registered name → ``ssh://`` URL → ``targets.yaml`` entry).
+    """A new, unconnected Target for ``name`` (registered name → ``<scheme>://`` URL → ``targets.yaml`` entry).
 
     Raises:
-        InputError: a malformed URL, an invalid ``targets.yaml``, or a name that is none of the three (the
-            message lists the registered and named targets and says where ``targets.yaml`` was looked for).
+        InputError: a malformed URL or one of no registered scheme, an invalid ``targets.yaml``, a bare kind
+            name (``ssh``), or a name that is none of the three (the message lists the registered and named
+            targets, the URL forms, and says where ``targets.yaml`` was looked for).
 
     >>> resolve_target("ssh://pi@raspberrypi.local:2222").spec.port
     2222
     """
-    if name in TARGETS and name != "ssh":
-        return TARGETS.get(name)()
-    if name.startswith("ssh://"):
-        return SSHTarget(parse_ssh_url(name), name=name)
+    registered = TARGETS.get(name) if name in TARGETS else None
+    if registered is not None and not issubclass(registered, DeviceTarget):
+        return registered()
+    scheme = _SCHEME.match(name)
+    if scheme:
+        return kind_for_scheme(scheme.group(1).lower(), name).from_url(name)
     path = targets_file()
-    named = load_targets_file(path) if path.is_file() else {}
-    if name in named:
-        return SSHTarget(named[name], name=name)
-    if name == "ssh":
-        return SSHTarget()  # raises with the URL form
-    options = [n for n in TARGETS.names() if n != "ssh"] + sorted(named)
+    entries = read_targets_file(path) if path.is_file() else {}
+    if name in entries:
+        kind, spec = entries[name]
+        return kind(spec, name)
+    if registered is not None:
+        raise InputError(
+            f"target '{name}' needs a device: write {registered.url_form} or the name of a target in "
+            f"targets.yaml (kind: {name}; see edgekd/profile/resolve.py)"
+        )
+    options = [n for n, cls in _registered() if not issubclass(cls, DeviceTarget)] + sorted(entries)
+    urls = ", ".join(kind.url_form for kind in device_kinds().values())
     where = f"{path}" if path.is_file() else f"no {path}"
     raise InputError(
-        f"unknown target '{name}'{did_you_mean(name, options)} (valid: {', '.join(options)}; or "
-        f"ssh://user@host[:port]; named targets come from ${TARGETS_ENV} or ./{TARGETS_FILE}: {where})"
+        f"unknown target '{name}'{did_you_mean(name, options)} (valid: {', '.join(options)}; or {urls}; "
+        f"named targets come from ${TARGETS_ENV} or ./{TARGETS_FILE}: {where})"
     )
 
 
-def parse_ssh_url(url: str) -> SSHSpec:
-    """``ssh://[user@]host[:port][?field=value&...]`` → :class:`SSHSpec`.
+def device_kinds() -> dict[str, type[DeviceTarget]]:
+    """The registered target kinds by kind name (``{"ssh": SSHTarget}``); plain targets are left out."""
+    return {n: cls for n, cls in _registered() if issubclass(cls, DeviceTarget)}
+
+
+def kind_for_scheme(scheme: str, url: str) -> type[DeviceTarget]:
+    """The kind registered for URL ``scheme``.
 
     Raises:
-        InputError: not an ssh URL, a path part, a bad port, or an invalid/unknown query field.
-
-    >>> parse_ssh_url("ssh://pi@[fe80::1]:2222?python=/opt/venv/bin/python").python
-    '/opt/venv/bin/python'
+        InputError: no kind has that scheme (the message suggests the closest one and lists the URL forms).
     """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InputError(f"target {url}: not a valid ssh URL ({exc}); write ssh://user@host[:port]") from None
-    if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.fragment:
-        raise InputError(f"target {url}: not a valid ssh URL; write ssh://user@host[:port]")
-    if parts.password is not None:
-        raise InputError(f"target {url}: passwords in URLs are not supported; use a key (identity_file)")
-    fields: dict[str, Any] = {"host": parts.hostname}
-    if parts.username:
-        fields["user"] = unquote(parts.username)
-    if port is not None:
-        fields["port"] = port
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in ("host", "user", "port"):
-            raise InputError(f"target {url}: give {key} in the URL itself, not as ?{key}=")
-        if key == "threads":
-            try:
-                fields[key] = [int(t) for t in value.split(",") if t.strip()]
-            except ValueError:
-                raise InputError(
-                    f"target {url}: threads must be comma-separated integers, e.g. 1,4"
-                ) from None
-        else:
-            fields[key] = value
-    for key in _PATH_FIELDS:
-        if isinstance(fields.get(key), str):
-            fields[key] = expand_path(fields[key], Path.cwd())
-    return _validate(fields, f"target {url}")
+    kinds = {kind.scheme: kind for kind in device_kinds().values()}
+    if scheme in kinds:
+        return kinds[scheme]
+    forms = ", ".join(kind.url_form for kind in kinds.values())
+    raise InputError(
+        f"target {url}: unknown scheme '{scheme}://'{did_you_mean(scheme, sorted(kinds))} (valid: {forms})"
+    )
 
 
-def load_targets_file(path: Path) -> dict[str, SSHSpec]:
-    """Read and validate a ``targets.yaml``; relative key/config paths resolve against its directory.
+def device_kind(kind: str, where: str) -> type[DeviceTarget]:
+    """The kind registered as ``kind`` (a ``targets.yaml`` entry's ``kind:``).
 
     Raises:
-        InputError: unreadable or malformed YAML, no ``targets:`` mapping, or an invalid entry (the message
-            names the entry and key).
+        InputError: ``{where}.kind: unknown target kind ...`` with the closest kind and the valid ones.
     """
+    kinds = device_kinds()
+    if kind in kinds:
+        return kinds[kind]
+    raise InputError(
+        f"{where}.kind: unknown target kind '{kind}'{did_you_mean(kind, sorted(kinds))} "
+        f"(valid: {', '.join(sorted(kinds))})"
+    )
+
+
+def validate_spec(fields: Mapping[str, Any], where: str, kind: str = DEFAULT_KIND) -> TargetSpec:
+    """``fields`` validated against the spec of target kind ``kind``, as one-line InputErrors.
+
+    >>> validate_spec({"host": "pi5.local", "threads": [1, 4]}, "bench").threads
+    [1, 4]
+    """
+    return validate_params(device_kind(kind, where).Spec, dict(fields), where)
+
+
+def read_targets_file(path: Path) -> dict[str, tuple[type[DeviceTarget], TargetSpec]]:
+    """Read and validate a ``targets.yaml``: each entry's kind and its spec; relative paths resolve here.
+
+    Raises:
+        InputError: unreadable or malformed YAML, no ``targets:`` mapping, a reserved name, an unknown
+            ``kind:``, or an invalid entry (the message names the entry and key).
+    """
+    targets = _read_yaml(path)
+    entries: dict[str, tuple[type[DeviceTarget], TargetSpec]] = {}
+    for name, entry in targets.items():
+        where = f"{path}: targets.{name}"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: expected a mapping of the target's fields (kind, host, ...)")
+        if str(name) in TARGETS or "://" in str(name):
+            raise InputError(f"{where}: the name is reserved (registered target or URL); rename it")
+        fields = dict(entry)
+        kind = device_kind(str(fields.pop("kind", DEFAULT_KIND)), where)
+        for key in kind.Spec.path_fields:
+            if isinstance(fields.get(key), str):
+                fields[key] = expand_path(fields[key], path.resolve().parent)
+        entries[str(name)] = (kind, validate_params(kind.Spec, fields, where))
+    return entries
+
+
+def load_targets_file(path: Path) -> dict[str, TargetSpec]:
+    """The specs of a ``targets.yaml`` by name, each of its entry's kind (see :func:`read_targets_file`)."""
+    return {name: spec for name, (_kind, spec) in read_targets_file(path).items()}
+
+
+def _read_yaml(path: Path) -> dict[Any, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -137,31 +177,9 @@ def load_targets_file(path: Path) -> dict[str, SSHSpec]:
         raise InputError(f"{path}: malformed YAML{where}; fix the targets file") from None
     targets = data.get("targets") if isinstance(data, dict) else None
     if not isinstance(targets, dict):
-        raise InputError(f"{path}: expected a 'targets:' mapping of name -> {{host, user, port, ...}}")
-    specs: dict[str, SSHSpec] = {}
-    for name, entry in targets.items():
-        where = f"{path}: targets.{name}"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}: expected a mapping with at least 'host'")
-        if str(name) in TARGETS or str(name).startswith("ssh://"):
-            raise InputError(f"{where}: the name is reserved (registered target or URL); rename it")
-        entry = dict(entry)
-        for key in _PATH_FIELDS:
-            if isinstance(entry.get(key), str):
-                entry[key] = expand_path(entry[key], path.resolve().parent)
-        specs[str(name)] = _validate(entry, where)
-    return specs
+        raise InputError(f"{path}: expected a 'targets:' mapping of name -> {{kind, host, user, port, ...}}")
+    return targets
 
 
-def _validate(fields: dict[str, Any], where: str) -> SSHSpec:
-    from edgekd.recipe.load import format_validation_error
-
-    valid = sorted(SSHSpec.model_fields)
-    for key in fields:  # before pydantic, whose first error for a typo'd 'hots' would be "host: missing"
-        if key not in valid:
-            hint = did_you_mean(str(key), valid) or f" (valid: {', '.join(valid)})"
-            raise InputError(f"{where}: {key}: unknown key{hint}")
-    try:
-        return SSHSpec.model_validate(fields)
-    except ValidationError as exc:
-        raise InputError(f"{where}: {format_validation_error(exc, SSHSpec)}") from None
+def _registered() -> list[tuple[str, type[Target]]]:
+    return [(name, TARGETS.get(name)) for name in TARGETS]

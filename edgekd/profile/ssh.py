@@ -28,18 +28,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from edgekd.errors import EdgekdError, InputError
 from edgekd.profile import TARGETS
-from edgekd.profile.target import PROBE_PATH, ProbeSettings, Target, parse_probe_output
+from edgekd.profile.target import (
+    PROBE_PATH,
+    DeviceTarget,
+    ProbeSettings,
+    TargetSpec,
+    parse_probe_output,
+)
 
 log = logging.getLogger("edgekd")
 
@@ -58,14 +64,14 @@ _PREFLIGHT = (
 )
 
 
-class SSHSpec(BaseModel):
-    """How to reach one device: a ``targets.yaml`` entry, or what an ``ssh://`` URL says.
+class SSHSpec(TargetSpec):
+    """How to reach one device: a ``targets.yaml`` entry (``kind: ssh``, the default), or an ``ssh://`` URL.
 
     Only ``host`` is required; everything else falls back to the user's ssh configuration (user, port, key)
     or to edgekd's defaults (``python3`` on the device's PATH, the recipe's ``profile.threads``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    path_fields = ("identity_file", "ssh_config")
 
     host: str = Field(description="Host name, address, or a Host alias from ~/.ssh/config.")
     user: str | None = Field(None, description="Remote user (default: ssh config, else the local user).")
@@ -73,9 +79,6 @@ class SSHSpec(BaseModel):
     python: str = Field("python3", description="Python on the device that has numpy and onnxruntime.")
     identity_file: str | None = Field(None, description="Private key file (default: ssh config / agent).")
     ssh_config: str | None = Field(None, description="An ssh_config file to use instead of ~/.ssh/config.")
-    threads: list[int] | None = Field(
-        None, min_length=1, description="Thread counts for this device; default: profile.threads."
-    )
     connect_timeout_s: int = Field(10, ge=1, le=600, description="SSH ConnectTimeout in seconds.")
     notes: str | None = Field(None, description="Free text recorded with every profile (board, cooling).")
 
@@ -95,13 +98,6 @@ class SSHSpec(BaseModel):
             raise ValueError("must be a command name or path, e.g. python3 or /home/pi/venv/bin/python")
         return value
 
-    @field_validator("threads")
-    @classmethod
-    def _threads(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and any(t < 0 for t in value):
-            raise ValueError("thread counts must be >= 0 (0 means all cores)")
-        return value
-
     @property
     def destination(self) -> str:
         """``user@host`` (or ``host``) as ssh expects it."""
@@ -113,7 +109,7 @@ class SSHSpec(BaseModel):
 
 
 @TARGETS.register("ssh")
-class SSHTarget(Target):
+class SSHTarget(DeviceTarget):
     """Profile on a remote device over SSH with the device's own Python, numpy and onnxruntime.
 
     Selected by an ``ssh://user@host[:port]`` URL or by a named target from ``targets.yaml`` (see
@@ -125,28 +121,33 @@ class SSHTarget(Target):
     Recipe::
 
         profile:
-          targets: ["ssh://pi@raspberrypi.local:22"]
+          targets: ["ssh://pi@raspberrypi.local:22", pi5]
           threads: [1, 0]
+
+    targets.yaml::
+
+        targets:
+          pi5: {kind: ssh, host: 192.168.1.50, user: pi, threads: [1, 4]}   # kind: ssh is the default
     """
 
     name = "ssh"
+    scheme = "ssh"
+    Spec = SSHSpec
+    url_form = "ssh://user@host[:port]"
+    spec: SSHSpec
 
-    def __init__(self, spec: SSHSpec | None = None, name: str | None = None) -> None:
-        super().__init__()
-        if spec is None:
-            raise InputError(
-                "target 'ssh' needs a device: write ssh://user@host[:port] or the name of a target in "
-                "targets.yaml (see edgekd/profile/resolve.py)"
-            )
-        self.spec = spec
-        self.name = name or f"ssh://{spec.describe()}"
-        self.threads = spec.threads
+    def __init__(self, spec: SSHSpec, name: str | None = None) -> None:
+        super().__init__(spec, name or f"ssh://{spec.describe()}")
         self._preflight: dict[str, Any] | None = None
         for label, value in (("identity_file", spec.identity_file), ("ssh_config", spec.ssh_config)):
             if value is not None and not Path(value).is_file():
                 raise InputError(f"target {self.name}: {label} {value} not found; fix the path")
 
     # ------------------------------------------------------------------------------------------ the API
+    @classmethod
+    def parse_url(cls, url: str) -> SSHSpec:
+        return parse_ssh_url(url)
+
     def run_probe(self, model_path: Path | None, settings: ProbeSettings) -> dict[str, Any]:
         """Copy the probe (and model) to a fresh remote directory, run it there, return its JSON answer.
 
@@ -417,9 +418,27 @@ def _last_json(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def expand_path(value: str | None, base: Path) -> str | None:
-    """``~`` expanded, relative paths resolved against ``base`` (the targets.yaml directory)."""
-    if value is None:
-        return None
-    path = Path(os.path.expanduser(value))
-    return str(path if path.is_absolute() else (base / path).resolve())
+def parse_ssh_url(url: str) -> SSHSpec:
+    """``ssh://[user@]host[:port][?field=value&...]`` → :class:`SSHSpec`.
+
+    Raises:
+        InputError: not an ssh URL, a path part, a bad port, or an invalid/unknown query field.
+
+    >>> parse_ssh_url("ssh://pi@[fe80::1]:2222?python=/opt/venv/bin/python").python
+    '/opt/venv/bin/python'
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InputError(f"target {url}: not a valid ssh URL ({exc}); write ssh://user@host[:port]") from None
+    if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.fragment:
+        raise InputError(f"target {url}: not a valid ssh URL; write ssh://user@host[:port]")
+    if parts.password is not None:
+        raise InputError(f"target {url}: passwords in URLs are not supported; use a key (identity_file)")
+    fields: dict[str, Any] = {"host": parts.hostname}
+    if parts.username:
+        fields["user"] = unquote(parts.username)
+    if port is not None:
+        fields["port"] = port
+    return cast(SSHSpec, SSHTarget.spec_from_url(url, fields, url_keys=("host", "user", "port")))

@@ -2,23 +2,37 @@
 
 Why this split: the measurement protocol lives entirely in the standalone probe, so a target only has to get
 the probe and the model onto a device, run ``python probe.py ARGS``, and return stdout. ``local`` does that
-with a subprocess; an ``ssh`` target (Raspberry Pi, Jetson) will copy two files and run the same command. The
+with a subprocess; an ``ssh`` target (Raspberry Pi, Jetson) copies two files and runs the same command. The
 bare-interpreter baseline for ``peak_rss_mb`` is measured once per target instance and cached, because it
 depends on the device's Python, numpy and onnxruntime, not on the model.
+
+Two shapes of target share the :class:`Target` contract:
+
+* a *plain* target is one fixed place, built with no arguments and named by its registered name (``local``);
+* a *target kind* (:class:`DeviceTarget`, e.g. ``ssh``) is a family of devices, each described by a spec: a
+  ``targets.yaml`` entry with ``kind: <name>`` or a ``<scheme>://...`` URL. A kind declares its ``scheme``,
+  its ``Spec`` (a :class:`TargetSpec` subclass) and :meth:`~DeviceTarget.parse_url`;
+  :mod:`edgekd.profile.resolve` dispatches names to kinds through the ``TARGETS`` registry, so adding a kind
+  (``adb``, a serial console) is one module plus one import line in :mod:`edgekd.profile`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
 
-from edgekd.errors import EdgekdError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgekd.errors import EdgekdError, InputError
 from edgekd.recipe.schema import ProfileConfig
+from edgekd.recipe.validation import validate_params
 
 PROBE_PATH = Path(__file__).with_name("probe.py")
 
@@ -114,6 +128,16 @@ class Target(ABC):
     def __init__(self) -> None:
         self._baseline: dict[str, Any] | None = None
 
+    @property
+    def threads(self) -> list[int] | None:
+        """Thread counts this device profiles instead of ``profile.threads``; ``None``: the recipe's.
+
+        Part of the contract (not a per-kind attribute) so the stage asks every target the same way; a 4-core
+        Pi and a 12-core Jetson in one recipe want different sweeps. :class:`DeviceTarget` answers from its
+        spec (``threads:`` in ``targets.yaml``, ``?threads=1,4`` in a URL).
+        """
+        return None
+
     @abstractmethod
     def run_probe(self, model_path: Path | None, settings: ProbeSettings) -> dict[str, Any]:
         """Run ``probe.py`` for ``model_path`` (``None``: ``--baseline``) and return its parsed JSON.
@@ -127,3 +151,103 @@ class Target(ABC):
         if self._baseline is None:
             self._baseline = self.run_probe(None, ProbeSettings(timeout_s=120.0))
         return self._baseline
+
+
+class TargetSpec(BaseModel):
+    """The fields every target kind's spec has: the base class of each kind's ``Spec``.
+
+    Why a shared base: ``threads`` then means the same in every kind's ``targets.yaml`` entry and URL, and
+    :attr:`Target.threads` reads it without knowing the kind. ``path_fields`` names the fields holding local
+    file paths (keys, configs): ``~`` is expanded and relative paths resolve against the ``targets.yaml``
+    directory (for a URL: the working directory).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path_fields: ClassVar[tuple[str, ...]] = ()
+
+    threads: list[int] | None = Field(
+        None, min_length=1, description="Thread counts for this device; default: profile.threads."
+    )
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(t < 0 for t in value):
+            raise ValueError("thread counts must be >= 0 (0 means all cores)")
+        return value
+
+
+class DeviceTarget(Target):
+    """A target *kind*: a family of devices, each described by a :class:`TargetSpec` (address, Python, threads).
+
+    A kind is registered under its kind name (``@TARGETS.register("ssh")``) and declares:
+
+    * ``scheme``: the URL scheme it answers (``"ssh"`` for ``ssh://...``);
+    * ``Spec``: its pydantic spec, a :class:`TargetSpec` subclass; a ``targets.yaml`` entry with
+      ``kind: <name>`` is validated against it;
+    * ``url_form``: the URL's shape for help messages (``"ssh://user@host[:port]"``);
+    * :meth:`parse_url` (URL → Spec; :meth:`spec_from_url` does the query part) and :meth:`run_probe`.
+
+    It is built from ``(spec, name)``; construction must not connect (the first measurement does). Its
+    docstring shows a recipe using a ``<scheme>://`` URL and a ``targets.yaml`` entry with ``kind: <name>``.
+    """
+
+    scheme: ClassVar[str]
+    Spec: ClassVar[type[TargetSpec]]
+    url_form: ClassVar[str]
+
+    def __init__(self, spec: TargetSpec, name: str) -> None:
+        super().__init__()
+        self.spec = spec
+        self.name = name
+
+    @property
+    def threads(self) -> list[int] | None:
+        return self.spec.threads
+
+    @classmethod
+    def from_url(cls, url: str) -> DeviceTarget:
+        """A new, unconnected target for ``url``, named by the URL as written."""
+        return cls(cls.parse_url(url), url)
+
+    @classmethod
+    @abstractmethod
+    def parse_url(cls, url: str) -> TargetSpec:
+        """``<scheme>://...`` → ``cls.Spec``.
+
+        Raises:
+            InputError: a malformed URL or an invalid field (one line, naming the URL).
+        """
+
+    @classmethod
+    def spec_from_url(cls, url: str, fields: dict[str, Any], url_keys: tuple[str, ...] = ()) -> TargetSpec:
+        """``fields`` (what the URL's own parts say) plus its ``?key=value`` query, validated as ``cls.Spec``.
+
+        Shared so that a query means the same for every kind: any Spec field may be given, ``threads`` as
+        comma-separated integers, path fields relative to the working directory. ``url_keys`` are fields the
+        URL's parts carry (host, user, port): refused as query keys, so a URL says each thing once.
+        """
+        fields = dict(fields)
+        for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+            if key in fields or key in url_keys:
+                raise InputError(f"target {url}: give {key} in the URL itself, not as ?{key}=")
+            fields[key] = _url_threads(url, value) if key == "threads" else value
+        for key in cls.Spec.path_fields:
+            if isinstance(fields.get(key), str):
+                fields[key] = expand_path(fields[key], Path.cwd())
+        return validate_params(cls.Spec, fields, f"target {url}: {cls.scheme}")
+
+
+def _url_threads(url: str, value: str) -> list[int]:
+    try:
+        return [int(t) for t in value.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"target {url}: threads must be comma-separated integers, e.g. 1,4") from None
+
+
+def expand_path(value: str | None, base: Path) -> str | None:
+    """``~`` expanded, relative paths resolved against ``base`` (the targets.yaml directory)."""
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(value))
+    return str(path if path.is_absolute() else (base / path).resolve())

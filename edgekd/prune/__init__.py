@@ -1,4 +1,4 @@
-"""The structural pruning stage: importance criteria (``IMPORTANCES``) and ``run`` (:mod:`.stage`).
+"""The structural pruning stage: importance criteria (``IMPORTANCES``), ``prune_model`` and the stage ``run``.
 
 >>> from edgekd.prune import IMPORTANCES
 >>> "group_l2" in IMPORTANCES
@@ -8,6 +8,6 @@ True
 from __future__ import annotations
 
 from edgekd.prune.importance import IMPORTANCES, build_importance, needs_gradients
-from edgekd.prune.stage import run
+from edgekd.prune.stage import STAGE, prune_model, run
 
-__all__ = ["IMPORTANCES", "build_importance", "needs_gradients", "run"]
+__all__ = ["IMPORTANCES", "STAGE", "build_importance", "needs_gradients", "prune_model", "run"]

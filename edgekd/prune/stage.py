@@ -1,6 +1,6 @@
 """The prune stage: structural channel pruning of the teacher with torch-pruning's dependency graph.
 
-``run`` never modifies the model it is given: every probe prunes a deep copy, and the copy that meets the
+``prune_model`` never modifies the model it is given: every probe prunes a deep copy, and the copy that meets the
 target is returned. That keeps the unpruned teacher intact for distillation and makes each probe independent,
 so the same seed always yields the same architecture and weights.
 
@@ -16,12 +16,15 @@ import itertools
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from edgekd.context import RunContext, Stage, Upstream, section
 from edgekd.data.base import DataBundle
+from edgekd.engine.run_student import save_run_student
 from edgekd.errors import EdgekdError, InputError
 from edgekd.models.complexity import Complexity, count_complexity
 from edgekd.prune.importance import build_importance, needs_gradients
@@ -48,7 +51,26 @@ _IGNORE_HINT = "add the layer named in the message (or its parent) to prune.igno
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def run(
+def run(ctx: RunContext, upstream: Upstream) -> PruneResult:
+    """The stage: prune ``ctx.teacher`` per ``recipe.prune`` and write the student to ``ctx.run.pruned_pt``."""
+    student, result = prune_model(ctx.teacher, ctx.data, ctx.task, ctx.recipe.prune, ctx.seed)
+    save_run_student(ctx.run.pruned_pt, student, ctx, result, None)
+    log.info(
+        "pruned: MACs −%.1f%%, params −%.1f%%", 100 * result.macs_reduction, 100 * result.params_reduction
+    )
+    return result
+
+
+def inputs(ctx: RunContext, upstream: Upstream) -> dict[str, Any]:
+    return {"seed": ctx.seed, "prune": section(ctx.recipe, "prune")}
+
+
+STAGE = Stage(
+    name="prune", result=PruneResult, run=run, inputs=inputs, outputs=lambda ctx, result: [ctx.run.pruned_pt]
+)
+
+
+def prune_model(
     model: nn.Module, data: DataBundle, task: Task, cfg: PruneConfig, seed: int
 ) -> tuple[nn.Module, PruneResult]:
     """Prune a copy of ``model`` as ``cfg`` says and report what changed.

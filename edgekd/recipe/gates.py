@@ -1,4 +1,4 @@
-"""The recipe's ``gates:`` section: release criteria a finished run is judged by (see :mod:`edgekd.gates`).
+"""The recipe's ``gates:`` section: release criteria a finished run is judged by (see :mod:`edgekd.report.gates`).
 
 Kept beside :mod:`edgekd.recipe.schema` (which includes it as ``Recipe.gates``) because it is a whole concept
 of its own: what a CI job may refuse to ship.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SHIPPABLE = ("student.onnx", "student.int8.onnx", "student.fp16.onnx")
+from edgekd.rundir import SHIPPABLE, STUDENT_ONNX
 
 
 class LatencyGate(BaseModel):
@@ -38,7 +38,7 @@ class GatesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     artifact: str = Field(
-        "student.onnx", description=f"The file the gates judge: one of {', '.join(SHIPPABLE)}."
+        STUDENT_ONNX, description=f"The file the gates judge: one of {', '.join(SHIPPABLE)}."
     )
     max_latency_ms: LatencyGate | None = Field(None, description="Latency budget on one target.")
     max_metric_drop: dict[str, float] = Field(

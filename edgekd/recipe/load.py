@@ -1,4 +1,8 @@
-"""Load a recipe: YAML (safe) → ``--set`` overrides → schema validation → registry name checks.
+"""Load a recipe: YAML (safe) → ``--set`` overrides → schema validation.
+
+Component names (datasets, models, losses, targets…) are checked against their registries one layer up, by
+:func:`edgekd.run.load_recipe`, which the commands use: the registries fill as the stages are imported, and
+this package sits below the stages.
 
 Every failure is an :class:`~edgekd.errors.InputError` with one line naming the file, the key path, the bad
 value and the fix; e.g. ``recipe.yaml: prune.importnce: unknown key; did you mean 'importance'?``.
@@ -13,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from edgekd.errors import InputError
 from edgekd.recipe.schema import LossSpec, Recipe
-from edgekd.registry import did_you_mean
+from edgekd.recipe.validation import format_validation_error
 
 # Path-valued keys that are resolved relative to the recipe file's directory.
 _PATH_KEYS = (("data", "root"), ("teacher", "checkpoint"))
@@ -66,7 +70,6 @@ def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise InputError(f"{source}: {format_validation_error(exc, Recipe)}") from None
-    check_registered_names(recipe, source)
     return recipe
 
 
@@ -108,57 +111,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return result
 
 
-def format_validation_error(exc: ValidationError, root: type[BaseModel]) -> str:
-    """Turn pydantic's report into one line: the first problem, its key path and a suggestion."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    loc = [str(p) for p in first["loc"]]
-    path = ".".join(_show_key(p) for p in loc) or "<root>"
-    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        valid = _valid_keys(root, loc[:-1])
-        hint = did_you_mean(loc[-1], valid) if valid and loc[-1].isprintable() else ""
-        listing = f" (valid: {', '.join(valid)})" if valid and not hint else ""
-        return f"{path}: unknown key{hint}{listing}{more}"
-    if kind == "missing":
-        return f"{path}: required key is missing{more}"
-    got = first.get("input")
-    shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
-    msg = first["msg"].removeprefix("Value error, ")
-    return f"{path}: {msg} (got {shown}){more}"
-
-
-def _show_key(key: str) -> str:
-    """A key as typed in YAML; quoted when it holds anything but printable characters (newlines, tabs)."""
-    return key if key.isprintable() and key.strip() == key and key else repr(key)
-
-
-def _valid_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """Field names of the (sub)model at ``loc``; empty when the location is not a model."""
-    current: Any = model
-    for part in loc:
-        if part.isdigit():
-            continue  # list index: the item model is the same
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        current = _model_of(field.annotation)
-        if current is None:
-            return []
-    return sorted(getattr(current, "model_fields", {}))
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     blocks = [(data.get(section), key) for section, key in _PATH_KEYS]
     distill = data.get("distill")
@@ -168,51 +120,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         if isinstance(block, dict) and isinstance(block.get(key), str):
             value = Path(os.path.expanduser(block[key]))
             block[key] = str(value if value.is_absolute() else (base / value))
-
-
-def check_registered_names(recipe: Recipe, source: str = "recipe") -> None:
-    """Check every component name against its registry before any work starts.
-
-    torchdistill's lesson: a typo in a loss or module name must fail at load time, not at the first forward.
-    """
-    from edgekd import data, distill, models, profile, prune, tasks  # registries fill on import
-
-    checks: list[tuple[str, str, Any]] = [
-        ("task", recipe.task, tasks.TASKS),
-        ("data.name", recipe.data.name, data.DATASETS),
-        ("prune.importance", recipe.prune.importance, prune.IMPORTANCES),
-    ]
-    for where, name, registry in checks:
-        _check(source, where, name, registry)
-    for i, target in enumerate(
-        recipe.profile.targets
-    ):  # registered, ssh:// URL or targets.yaml; no connecting
-        try:
-            profile.get_target(target)
-        except InputError as exc:
-            raise InputError(f"{source}: profile.targets.{i}: {exc}") from None
-    models.check_model_name(recipe.teacher.model.name, where=f"{source}: teacher.model.name")
-    for i, extra in enumerate(recipe.distill.extra_teachers):
-        models.check_model_name(extra.model.name, where=f"{source}: distill.extra_teachers.{i}.model.name")
-    dense_task = tasks.TASKS.get(recipe.task).dense_output
-    for path, losses in recipe.distill.loss_lists():
-        for i, spec in enumerate(losses):
-            _check(source, f"{path}.{i}.name", spec.name, distill.LOSSES)
-            if distill.LOSSES.get(spec.name).dense and not dense_task:
-                raise InputError(
-                    f"{source}: {path}.{i}.name: '{spec.name}' distils dense (per-pixel) predictions; "
-                    f"task '{recipe.task}' has none (use it with task: segmentation)"
-                )
-            distill.validate_loss_params(spec, where=f"{source}: {path}.{i}")
-
-
-def _check(source: str, where: str, name: str, registry: Any) -> None:
-    if name not in registry:
-        valid = ", ".join(registry.names())
-        raise InputError(
-            f"{source}: {where}: unknown {registry.kind} '{name}'{did_you_mean(name, registry.names())}"
-            f" (valid: {valid})"
-        )
 
 
 def dump_recipe(recipe: Recipe) -> str:

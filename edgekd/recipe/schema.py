@@ -17,8 +17,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgekd.recipe.gates import GatesConfig
+from edgekd.rundir import FP16_ONNX, INT8_ONNX, STUDENT_ONNX
 
 Fraction = float  # documented alias: values in (0, 1)
+# Recipe keys that are permissions, not inputs: they change what edgekd may do, never what it computes, so a
+# resumed run may change them and no stage's resume hash covers them.
+PERMISSIONS = ("teacher.trust_checkpoint",)
 
 
 class Section(BaseModel):
@@ -211,6 +215,11 @@ class Int8Config(Section):
         256, ge=1, description="Training images that calibrate activation ranges."
     )
     preprocess: bool = Field(True, description="Run ORT's quant_pre_process before quantizing.")
+    reduce_range: bool | None = Field(
+        None,
+        description="7-bit weights. null (auto): on when this machine is x86 without VNNI, whose U8S8 kernels "
+        "saturate (parity and metrics are measured here); off on ARM and VNNI CPUs.",
+    )
     min_agreement: float = Field(
         0.97, gt=0, le=1, description="Parity: smallest top-1 (or pixel) agreement with the FP32 student."
     )
@@ -313,11 +322,7 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _gates_refer_to_what_runs(self) -> Recipe:
         """A gate on a file or target the recipe does not produce fails at load, not after a long run."""
-        produced = {
-            "student.onnx": True,
-            "student.int8.onnx": self.export.int8,
-            "student.fp16.onnx": self.export.fp16,
-        }
+        produced = {STUDENT_ONNX: True, INT8_ONNX: self.export.int8, FP16_ONNX: self.export.fp16}
         if not produced[self.gates.artifact]:
             option = "export.int8" if "int8" in self.gates.artifact else "export.fp16"
             raise ValueError(f"gates.artifact is {self.gates.artifact} but {option} is not enabled")

@@ -13,6 +13,8 @@ be rebuilt from ``state/*.json`` without rerunning anything. Two derived blocks 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import PurePath
 from typing import Any
@@ -21,28 +23,21 @@ from edgekd.errors import InputError
 from edgekd.report.environment import edgekd_version, environment
 from edgekd.report.schema import SCHEMA_VERSION
 from edgekd.results import Artifact, Gate, ModelSummary, PruneResult, TrainResult, to_dict
+from edgekd.rundir import STUDENT_ONNX, TEACHER_ONNX
 
 ORT = "onnxruntime"
 PYTORCH = "pytorch"
 
 
-def build_report(
-    *,
-    recipe: dict,
-    task: str,
-    teacher: ModelSummary,
-    student: ModelSummary,
-    prune: PruneResult | None,
-    distill: TrainResult | None,
-    artifacts: list[Artifact],
-    gates: list[Gate],
-    stages: dict[str, dict],
-    teacher_artifact_name: str = "teacher.onnx",
-    student_artifact_name: str = "student.onnx",
-) -> dict:
-    """Build the report.json dict. Validate it with :func:`edgekd.report.validate_report` before writing.
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything report.json is built from: the stages' results, the gates and the stage timings.
 
-    Args:
+    Why one object: the report takes eleven things from as many stages; as fields they are named once, a new
+    report input is one field rather than one more parameter at every call, and the set is plain data, so a
+    report can be rebuilt from ``state/*.json`` alone.
+
+    Attributes:
         recipe: The resolved recipe (``Recipe.to_yaml_dict()``).
         task: ``classification`` | ``segmentation`` | ``regression``.
         teacher: Teacher size, MACs and PyTorch eval metrics.
@@ -54,6 +49,26 @@ def build_report(
         stages: ``{stage: {"seconds": float, ...}}`` in execution order.
         teacher_artifact_name: Artifact (name or file name) holding the teacher's ORT metrics and profiles.
         student_artifact_name: Artifact holding the FP32 student's ORT metrics and profiles.
+    """
+
+    recipe: dict[str, Any]
+    task: str
+    teacher: ModelSummary
+    student: ModelSummary
+    prune: PruneResult | None
+    distill: TrainResult | None
+    artifacts: Sequence[Artifact]
+    gates: Sequence[Gate]
+    stages: Mapping[str, Mapping[str, Any]]
+    teacher_artifact_name: str = TEACHER_ONNX
+    student_artifact_name: str = STUDENT_ONNX
+
+
+def build_report(inputs: ReportInputs) -> dict[str, Any]:
+    """Build the report.json dict. Validate it with :func:`edgekd.report.validate_report` before writing.
+
+    Args:
+        inputs: The stage results, gates and timings (see :class:`ReportInputs`).
 
     Returns:
         The report dict: every CONVENTIONS.md key plus ``pruning``, ``distillation``, ``speedup``, ``notes``.
@@ -61,16 +76,17 @@ def build_report(
     Raises:
         InputError: the teacher has zero MACs or params, or a stage entry has no ``seconds``.
     """
+    teacher, student, artifacts = inputs.teacher, inputs.student, list(inputs.artifacts)
     if teacher.macs <= 0 or teacher.params <= 0:
         raise InputError(
             f"teacher has {teacher.macs} MACs and {teacher.params} params; both must be positive"
         )
-    for stage, entry in stages.items():
+    for stage, entry in inputs.stages.items():
         if "seconds" not in entry:
             raise InputError(f"stage '{stage}' has no 'seconds' entry; every stage must report its duration")
 
-    teacher_art = find_artifact(artifacts, teacher_artifact_name)
-    student_art = find_artifact(artifacts, student_artifact_name)
+    teacher_art = find_artifact(artifacts, inputs.teacher_artifact_name)
+    student_art = find_artifact(artifacts, inputs.student_artifact_name)
     delta, source, used, delta_notes = _metric_delta(teacher, student, teacher_art, student_art)
     notes = [f"{a.name}: {note}" for a in artifacts for note in a.notes] + delta_notes
 
@@ -78,8 +94,8 @@ def build_report(
         "schema_version": SCHEMA_VERSION,
         "edgekd_version": edgekd_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "task": task,
-        "recipe": recipe,
+        "task": inputs.task,
+        "recipe": inputs.recipe,
         "environment": environment(),
         "models": {"teacher": to_dict(teacher), "student": to_dict(student)},
         "compression": {
@@ -93,17 +109,17 @@ def build_report(
             "student_artifact": student_art.name if student_art else None,
         },
         "artifacts": [to_dict(a) for a in artifacts],
-        "gates": [to_dict(g) for g in gates],
-        "stages": {name: dict(entry) for name, entry in stages.items()},
-        "pruning": _pruning(prune),
-        "distillation": to_dict(distill) if distill is not None else None,
+        "gates": [to_dict(g) for g in inputs.gates],
+        "stages": {name: dict(entry) for name, entry in inputs.stages.items()},
+        "pruning": _pruning(inputs.prune),
+        "distillation": to_dict(inputs.distill) if inputs.distill is not None else None,
         "speedup": speedup_table(artifacts, teacher_art, teacher.macs, student.macs),
         "notes": notes,
     }
     return report
 
 
-def find_artifact(artifacts: list[Artifact], name: str) -> Artifact | None:
+def find_artifact(artifacts: Sequence[Artifact], name: str) -> Artifact | None:
     """The artifact called ``name`` (its ``name`` or the file name of its ``path``), if any."""
     for artifact in artifacts:
         if name in (artifact.name, PurePath(artifact.path).name):
@@ -158,7 +174,7 @@ def _pruning(prune: PruneResult | None) -> dict[str, Any] | None:
 
 
 def speedup_table(
-    artifacts: list[Artifact], teacher_art: Artifact | None, teacher_macs: int, student_macs: int
+    artifacts: Sequence[Artifact], teacher_art: Artifact | None, teacher_macs: int, student_macs: int
 ) -> list[dict[str, Any]]:
     """Measured speed-up of every other artifact over the teacher artifact, beside the MACs ratio.
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from edgekd.data.gaze import GAZE_PITCH_YAW, gaze_vector  # the labels' meaning is data's (re-exported)
 from edgekd.errors import InputError
 from edgekd.tasks import TASKS
 from edgekd.tasks.base import MetricMeter, Task
@@ -42,23 +43,7 @@ from edgekd.tasks.base import MetricMeter, Task
 if TYPE_CHECKING:
     from edgekd.data.base import DataBundle
 
-GAZE_PITCH_YAW = "gaze_pitch_yaw"  # DataBundle.target_kind of (pitch, yaw) gaze angles in radians
 AGREEMENT_TOLERANCE = 0.10
-
-
-def gaze_vector(pitch_yaw: torch.Tensor) -> torch.Tensor:
-    """Unit 3-D gaze vectors (…×3) of ``(pitch, yaw)`` radians (…×2), camera coordinates (MPIIGaze convention).
-
-    ``(−cos p · sin y, −sin p, −cos p · cos y)``: x right, y down, and ``(0, 0)`` looks straight at the camera
-    (``−z``).
-
-    >>> gaze_vector(torch.zeros(2)).tolist()
-    [-0.0, -0.0, -1.0]
-    """
-    pitch, yaw = pitch_yaw[..., 0], pitch_yaw[..., 1]
-    return torch.stack(
-        (-torch.cos(pitch) * torch.sin(yaw), -torch.sin(pitch), -torch.cos(pitch) * torch.cos(yaw)), dim=-1
-    )
 
 
 def angular_error_deg(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

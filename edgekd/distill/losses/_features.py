@@ -8,6 +8,10 @@ with the student and is dropped before export. It never becomes part of the stud
 The default module names (``layer1``..``layer3``) are the stages of edgekd's CIFAR ResNets, whose names survive
 pruning. Other models name their own modules (``model.named_modules()``). Typos are rejected before training
 with a did-you-mean.
+
+Two bases carry the mechanics, so a feature loss implements only its math: :class:`FeaturePairLoss` hooks the
+pairs and hands ``compute`` the (student, teacher) outputs; :class:`AdaptedPairLoss` adds one channel adaptor
+per pair (``fitnet``, ``channel_corr``). ``at`` uses the first: attention maps average channels away.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from edgekd.distill.losses._schedule import ScheduledParams
-from edgekd.distill.losses.base import LossContext
+from edgekd.distill.losses.base import DistillBatch, DistillLoss, LossContext
 from edgekd.errors import InputError
 
 Names = str | list[str]
@@ -119,3 +123,34 @@ def build_adaptors(ctx: LossContext, pairs: list[tuple[str, str]]) -> nn.ModuleL
         c_t = feature_shape(ctx, "teacher", t_name)[1]
         adaptors.append(ChannelAdaptor(c_s, c_t) if c_s != c_t else nn.Identity())
     return adaptors
+
+
+class FeaturePairLoss(DistillLoss):
+    """Base of the losses that compare hooked (student, teacher) module outputs pairwise (``params.pairs()``).
+
+    Subclasses set ``Params`` (a :class:`FeaturePairParams`) and implement ``compute``, reading the outputs
+    through :meth:`features`.
+    """
+
+    Params = FeaturePairParams
+
+    def __init__(self, params: FeaturePairParams, ctx: LossContext) -> None:
+        super().__init__(params, ctx)
+        self.pairs = params.pairs()
+
+    @classmethod
+    def hooked_modules(cls, params: FeaturePairParams) -> tuple[list[str], list[str]]:
+        return hooked_pairs(params)
+
+    def features(self, batch: DistillBatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(student output, detached first-teacher output) per pair, in recipe order."""
+        return [(batch.student_features[s], batch.teacher_features[0][t].detach()) for s, t in self.pairs]
+
+
+class AdaptedPairLoss(FeaturePairLoss):
+    """A :class:`FeaturePairLoss` with ``self.adaptors[i]`` mapping pair i's student channels to the teacher's
+    (:func:`build_adaptors`), built at construction so the optimizer sees them from the first step."""
+
+    def __init__(self, params: FeaturePairParams, ctx: LossContext) -> None:
+        super().__init__(params, ctx)
+        self.adaptors = build_adaptors(ctx, self.pairs)

@@ -12,16 +12,16 @@ the logit term, one recipe expresses it, and the two halves share one optimizer 
         - {name: kd, weight: 0.9, from_epoch: 3}
 
 Epochs count from 1, as in the training log. Outside training (``DistillBatch.epoch`` left at 0) only terms
-whose ``from_epoch`` is 0 are active. An idle term returns a zero still attached to the student's graph, so
-a step in which every term is idle can still call ``backward()``.
+whose ``from_epoch`` is 0 are active. :meth:`DistillLoss.forward` applies the window for every loss: an idle
+term returns a zero still attached to the student's graph (``base.idle``), so a step in which every term is
+idle can still call ``backward()``.
 """
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from edgekd.distill.losses.base import DistillBatch, LossParams
+from edgekd.distill.losses.base import LossParams
 
 
 class ScheduledParams(LossParams):
@@ -43,8 +43,3 @@ class ScheduledParams(LossParams):
     def active(self, epoch: int) -> bool:
         """Whether the term counts in ``epoch``."""
         return epoch >= self.from_epoch and (self.until_epoch is None or epoch <= self.until_epoch)
-
-
-def idle(batch: DistillBatch) -> torch.Tensor:
-    """A zero loss attached to the student's graph (its gradient is zero, but ``backward()`` works)."""
-    return batch.student.sum() * 0.0

@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._features import FeaturePairParams, Names, as_map, hooked_pairs, resize_to
-from edgekd.distill.losses._schedule import idle
-from edgekd.distill.losses.base import DistillBatch, DistillLoss
+from edgekd.distill.losses._features import FeaturePairLoss, FeaturePairParams, Names, as_map, resize_to
+from edgekd.distill.losses.base import DistillBatch, idle
 
 
 class ATParams(FeaturePairParams):
@@ -42,24 +41,17 @@ def attention(features: torch.Tensor, p: float, size: torch.Size | tuple[int, ..
 
 
 @LOSSES.register("at")
-class AttentionTransfer(DistillLoss):
+class AttentionTransfer(FeaturePairLoss):
     """Match where the teacher's features are active, not the features themselves."""
 
     Params = ATParams
 
-    @classmethod
-    def hooked_modules(cls, params: ATParams) -> tuple[list[str], list[str]]:
-        return hooked_pairs(params)
-
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         p: ATParams = self.params
-        if not p.active(batch.epoch):
-            return idle(batch)
         total = idle(batch)
-        for s_name, t_name in p.pairs():
-            t = batch.teacher_features[0][t_name].detach()
+        for s, t in self.features(batch):
             size = as_map(t).shape[-2:]
-            q_s = attention(batch.student_features[s_name], p.p, size)
+            q_s = attention(s, p.p, size)
             q_t = attention(t, p.p, size)
             total = total + (q_s - q_t).pow(2).mean()
         return total

@@ -23,6 +23,11 @@ class LossParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def active(self, epoch: int) -> bool:
+        """Whether the term counts in ``epoch``: always, unless the params add an epoch window
+        (``ScheduledParams`` in ``_schedule.py``)."""
+        return True
+
 
 @dataclass
 class DistillBatch:
@@ -50,8 +55,13 @@ class LossContext:
 
 
 class DistillLoss(nn.Module):
-    """Base class. Subclasses set ``Params`` and implement :meth:`forward`; feature losses override
-    :meth:`hooked_modules` to name the modules whose outputs they need."""
+    """Base class. Subclasses set ``Params`` and implement :meth:`compute` (the loss's math only); feature losses
+    override :meth:`hooked_modules` to name the modules whose outputs they need.
+
+    Why :meth:`forward` is not overridden: it applies the term's epoch window (``from_epoch`` / ``until_epoch``,
+    see ``_schedule.py``) once for every loss. Outside the window it returns :func:`idle` without calling
+    :meth:`compute`, so a loss never checks the epoch itself and an idle term skips its math.
+    """
 
     Params: ClassVar[type[LossParams]] = LossParams
     needs_teacher: ClassVar[bool] = True
@@ -68,5 +78,21 @@ class DistillLoss(nn.Module):
         """(student module names, teacher module names) whose outputs this loss reads."""
         return [], []
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:  # pragma: no cover - abstract
+    def forward(self, batch: DistillBatch) -> torch.Tensor:
+        """The loss on ``batch``, or a graph-connected zero when ``batch.epoch`` is outside the term's window."""
+        if not self.params.active(batch.epoch):
+            return idle(batch)
+        return self.compute(batch)
+
+    def compute(self, batch: DistillBatch) -> torch.Tensor:  # pragma: no cover - abstract
+        """The scalar loss on ``batch``; called only inside the term's epoch window."""
         raise NotImplementedError
+
+
+def idle(batch: DistillBatch) -> torch.Tensor:
+    """A zero loss attached to the student's graph (its gradient is zero, but ``backward()`` works).
+
+    Why attached: a step in which every term is idle (e.g. between two windows) must still be able to call
+    ``backward()``. Feature losses also start their sums from it.
+    """
+    return batch.student.sum() * 0.0

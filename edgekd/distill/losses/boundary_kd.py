@@ -29,47 +29,37 @@ import torch
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._dense import (
-    dense_pair,
-    labels_on_grid,
-    pixel_kl,
-    pixel_mean,
-    valid_pixels,
-)
-from edgekd.distill.losses._schedule import ScheduledParams, idle
-from edgekd.distill.losses.base import DistillBatch, DistillLoss
+from edgekd.distill.losses._dense import pixel_mean
+from edgekd.distill.losses.base import DistillBatch
+from edgekd.distill.losses.pixel_kd import PixelKD, PixelKDParams
 from edgekd.errors import InputError
 
 
-class BoundaryKDParams(ScheduledParams):
+class BoundaryKDParams(PixelKDParams):
     band: int = Field(2, ge=1, description="Half-width in pixels of the band around class boundaries.")
     boundary_weight: float = Field(
         4.0, ge=0, description="Extra weight of band pixels (they count 1 + this)."
     )
     boundary_from: Literal["label", "teacher"] = Field("label", description="Class map the band is drawn on.")
-    temperature: float = Field(1.0, gt=0)
-    ignore_index: int | None = Field(255, description="Label value excluded from the loss (null: none).")
 
 
 @LOSSES.register("boundary_kd")
-class BoundaryKD(DistillLoss):
+class BoundaryKD(PixelKD):
     """Pixel KD that counts the pixels near class boundaries ``1 + boundary_weight`` times."""
 
     Params = BoundaryKDParams
-    dense: ClassVar[bool] = True  # needs N×C×H×W predictions (segmentation)
+    loss_name: ClassVar[str] = "boundary_kd"
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def pixel_average(
+        self, kl: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor | None, batch: DistillBatch
+    ) -> torch.Tensor:
+        """The mean of ``pixel_kd``, band pixels of the class map counted ``1 + boundary_weight`` times."""
         p: BoundaryKDParams = self.params
-        if not p.active(batch.epoch):
-            return idle(batch)
-        student, teacher = dense_pair("boundary_kd", batch)
-        kl = pixel_kl(student, teacher, p.temperature)
-        labels = labels_on_grid(batch.targets, kl.shape[-2:])
         if p.boundary_from == "label" and labels is None:
             raise InputError(
                 f"boundary_kd: boundary_from: label needs N×H×W label maps, got labels of shape "
                 f"{tuple(batch.targets.shape)}; set boundary_from: teacher"
             )
-        classes = labels if p.boundary_from == "label" else teacher.argmax(dim=1)
-        valid = valid_pixels(labels, kl, p.ignore_index)
+        # The teacher's grid is the KL's grid (``dense_pair`` resizes the student, never the teacher).
+        classes = labels if p.boundary_from == "label" else batch.teacher.detach().argmax(dim=1)
         return pixel_mean(kl, valid, classes, p.band, p.boundary_weight)

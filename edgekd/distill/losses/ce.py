@@ -29,5 +29,5 @@ class TaskLoss(DistillLoss):
         super().__init__(params, ctx)
         self.criterion = ctx.task.criterion(params.label_smoothing)
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         return self.criterion(batch.student, batch.targets)

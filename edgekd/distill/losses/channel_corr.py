@@ -37,10 +37,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._features import FeaturePairParams, Names, as_map, build_adaptors, hooked_pairs
+from edgekd.distill.losses._features import AdaptedPairLoss, FeaturePairParams, Names, as_map
 from edgekd.distill.losses._logits import kl_rows, require_class_logits
-from edgekd.distill.losses._schedule import idle
-from edgekd.distill.losses.base import DistillBatch, DistillLoss, LossContext
+from edgekd.distill.losses.base import DistillBatch, idle
 
 
 class ChannelCorrParams(FeaturePairParams):
@@ -76,29 +75,18 @@ def selective_weights(
 
 
 @LOSSES.register("channel_corr")
-class ChannelCorrelationKD(DistillLoss):
+class ChannelCorrelationKD(AdaptedPairLoss):
     """Channel descriptors and their inter-sample correlations, plus KD that fades out the teacher's mistakes."""
 
     Params = ChannelCorrParams
 
-    def __init__(self, params: ChannelCorrParams, ctx: LossContext) -> None:
-        super().__init__(params, ctx)
-        self.pairs = params.pairs()
-        self.adaptors = build_adaptors(ctx, self.pairs)
-
-    @classmethod
-    def hooked_modules(cls, params: ChannelCorrParams) -> tuple[list[str], list[str]]:
-        return hooked_pairs(params)
-
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         p: ChannelCorrParams = self.params
-        if not p.active(batch.epoch):
-            return idle(batch)
         require_class_logits("channel_corr", batch)
         total = idle(batch)
-        for (s_name, t_name), adaptor in zip(self.pairs, self.adaptors, strict=True):
-            d_t = descriptors(batch.teacher_features[0][t_name].detach())
-            d_s = descriptors(adaptor(as_map(descriptors(batch.student_features[s_name]))))
+        for (s, t), adaptor in zip(self.features(batch), self.adaptors, strict=True):
+            d_t = descriptors(t)
+            d_s = descriptors(adaptor(as_map(descriptors(s))))
             total = total + p.channel_weight * F.mse_loss(d_s, d_t)
             total = total + p.relation_weight * F.mse_loss(channel_correlation(d_s), channel_correlation(d_t))
         if p.logit_weight > 0:

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses._dense import dense_pair
-from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses._schedule import ScheduledParams
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 
 
@@ -50,8 +50,6 @@ class ChannelWiseDistillation(DistillLoss):
     Params = CWDParams
     dense: ClassVar[bool] = True  # needs N×C×H×W predictions (segmentation)
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
-        if not self.params.active(batch.epoch):
-            return idle(batch)
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         student, teacher = dense_pair("cwd", batch)
         return channel_wise_kl(student, teacher, self.params.temperature)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses._schedule import ScheduledParams
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 
 EPS = 1e-8
@@ -57,10 +57,8 @@ class DIST(DistillLoss):
 
     Params = DISTParams
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         p: DISTParams = self.params
-        if not p.active(batch.epoch):
-            return idle(batch)
         y_s = F.softmax(as_rows(batch.student) / p.temperature, dim=1)
         y_t = F.softmax(as_rows(batch.teacher.detach()) / p.temperature, dim=1)
         inter = 1.0 - pearson_rows(y_s, y_t).mean()

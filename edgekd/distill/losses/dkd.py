@@ -30,7 +30,7 @@ from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses._logits import non_target, require_class_logits
-from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses._schedule import ScheduledParams
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 
 
@@ -69,10 +69,8 @@ class DecoupledKD(DistillLoss):
 
     Params = DKDParams
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         p: DKDParams = self.params
-        if not p.active(batch.epoch):
-            return idle(batch)
         require_class_logits("dkd", batch)
         tckd, nckd = dkd_terms(batch.student, batch.teacher.detach(), batch.targets, p.temperature)
         ramp = min(max(batch.epoch, 1) / p.warmup, 1.0) if p.warmup else 1.0

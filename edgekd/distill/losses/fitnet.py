@@ -33,15 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._features import (
-    FeaturePairParams,
-    as_map,
-    build_adaptors,
-    hooked_pairs,
-    resize_to,
-)
-from edgekd.distill.losses._schedule import idle
-from edgekd.distill.losses.base import DistillBatch, DistillLoss, LossContext
+from edgekd.distill.losses._features import AdaptedPairLoss, FeaturePairParams, as_map, resize_to
+from edgekd.distill.losses.base import DistillBatch, idle
 
 
 class FitNetParams(FeaturePairParams):
@@ -49,26 +42,15 @@ class FitNetParams(FeaturePairParams):
 
 
 @LOSSES.register("fitnet")
-class FitNet(DistillLoss):
+class FitNet(AdaptedPairLoss):
     """Regress the student's hooked features (through an adaptor) onto the teacher's."""
 
     Params = FitNetParams
 
-    def __init__(self, params: FitNetParams, ctx: LossContext) -> None:
-        super().__init__(params, ctx)
-        self.pairs = params.pairs()
-        self.adaptors = build_adaptors(ctx, self.pairs)
-
-    @classmethod
-    def hooked_modules(cls, params: FitNetParams) -> tuple[list[str], list[str]]:
-        return hooked_pairs(params)
-
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
-        if not self.params.active(batch.epoch):
-            return idle(batch)
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         total = idle(batch)
-        for (s_name, t_name), adaptor in zip(self.pairs, self.adaptors, strict=True):
-            t = as_map(batch.teacher_features[0][t_name].detach())
-            s = resize_to(adaptor(as_map(batch.student_features[s_name])), t.shape[-2:])
+        for (s, t), adaptor in zip(self.features(batch), self.adaptors, strict=True):
+            t = as_map(t)
+            s = resize_to(adaptor(as_map(s)), t.shape[-2:])
             total = total + F.mse_loss(s, t)
         return total

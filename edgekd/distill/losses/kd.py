@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses._schedule import ScheduledParams
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 
 
@@ -39,7 +39,5 @@ class HintonKD(DistillLoss):
 
     Params = KDParams
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
-        if not self.params.active(batch.epoch):
-            return idle(batch)
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         return soft_kl(batch.student, batch.teacher.detach(), self.params.temperature)

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses._logits import kl_rows, non_target, require_class_logits
-from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses._schedule import ScheduledParams
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 
 
@@ -85,10 +85,8 @@ class CorrectedKD(DistillLoss):
 
     Params = KDCorrectedParams
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         p: KDCorrectedParams = self.params
-        if not p.active(batch.epoch):
-            return idle(batch)
         require_class_logits("kd_corrected", batch)
         s, t, y = batch.student, batch.teacher.detach(), batch.targets
         rows = corrected_kl_rows(s, t, y, p.temperature, p.mode)

@@ -40,7 +40,7 @@ from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses._dense import labels_on_grid, pixel_kl, pixel_mean, valid_pixels
 from edgekd.distill.losses._features import resize_to
 from edgekd.distill.losses._logits import kl_rows, require_class_logits
-from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses._schedule import ScheduledParams
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 from edgekd.errors import InputError
 
@@ -70,10 +70,8 @@ class MultiTeacherKD(DistillLoss):
 
     Params = MultiTeacherParams
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         p: MultiTeacherParams = self.params
-        if not p.active(batch.epoch):
-            return idle(batch)
         if batch.student.ndim == 4:
             return self._dense(batch, p)
         require_class_logits("multi_teacher", batch)

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses._dense import dense_pair, labels_on_grid, pixel_kl, pixel_mean, valid_pixels
-from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses._schedule import ScheduledParams
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 
 
@@ -41,12 +41,19 @@ class PixelKD(DistillLoss):
 
     Params = PixelKDParams
     dense: ClassVar[bool] = True  # needs N×C×H×W predictions (segmentation)
+    loss_name: ClassVar[str] = "pixel_kd"  # its registry name, for error messages
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         p: PixelKDParams = self.params
-        if not p.active(batch.epoch):
-            return idle(batch)
-        student, teacher = dense_pair("pixel_kd", batch)
+        student, teacher = dense_pair(self.loss_name, batch)
         kl = pixel_kl(student, teacher, p.temperature)
-        valid = valid_pixels(labels_on_grid(batch.targets, kl.shape[-2:]), kl, p.ignore_index)
+        labels = labels_on_grid(batch.targets, kl.shape[-2:])
+        valid = valid_pixels(labels, kl, p.ignore_index)
+        return self.pixel_average(kl, valid, labels, batch)
+
+    def pixel_average(
+        self, kl: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor | None, batch: DistillBatch
+    ) -> torch.Tensor:
+        """The loss from the N×H×W per-pixel KLs: their plain mean over ``valid`` pixels. ``labels`` (N×H×W on
+        the KL's grid, or ``None``) and ``batch`` are there for subclasses that weight pixels (``boundary_kd``)."""
         return pixel_mean(kl, valid)

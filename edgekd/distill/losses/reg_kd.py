@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 
 from edgekd.distill.losses import LOSSES
-from edgekd.distill.losses._schedule import ScheduledParams, idle
+from edgekd.distill.losses._schedule import ScheduledParams
 from edgekd.distill.losses.base import DistillBatch, DistillLoss
 from edgekd.errors import InputError
 
@@ -40,9 +40,7 @@ class RegressionKD(DistillLoss):
 
     Params = RegKDParams
 
-    def forward(self, batch: DistillBatch) -> torch.Tensor:
-        if not self.params.active(batch.epoch):
-            return idle(batch)
+    def compute(self, batch: DistillBatch) -> torch.Tensor:
         teacher = batch.teacher.detach()
         if teacher.shape != batch.student.shape:
             raise InputError(

@@ -35,25 +35,12 @@ from edgekd import __version__
 from edgekd.errors import InputError
 from edgekd.io import read_json, sha256_file, write_json
 from edgekd.models.checkpoint import load_checkpoint
-from edgekd.rundir import RunDir
+from edgekd.recipe.schema import PERMISSIONS
+from edgekd.rundir import FINAL_NAMES, RunDir
 
 log = logging.getLogger("edgekd")
 
-STATE_VERSION = 1
-# Recipe keys that are permissions, not inputs: they change what edgekd may do, never what it computes.
-NOT_INPUTS = ("teacher.trust_checkpoint",)
-# Files a previous run may have left under a final name; a fresh run removes them so the directory never
-# mixes the results of two runs (its recipe.yaml would describe only one of them).
-FINAL_NAMES = (
-    "teacher.onnx",
-    "student.pt",
-    "student.onnx",
-    "student.int8.onnx",
-    "student.fp16.onnx",
-    "report.json",
-    "report.md",
-    "report.html",
-)
+STATE_VERSION = 2  # 2: markers hold each stage's result dataclass (edgekd.context's stage contract)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -75,7 +62,7 @@ def recipe_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two resolved recipes (permission keys excluded), sorted."""
     a, b = flatten(old), flatten(new)
     keys = sorted(k for k in set(a) | set(b) if a.get(k, _ABSENT) != b.get(k, _ABSENT))
-    return [k for k in keys if k not in NOT_INPUTS]
+    return [k for k in keys if k not in PERMISSIONS]
 
 
 def hash_inputs(inputs: dict[str, Any]) -> str:
@@ -83,12 +70,6 @@ def hash_inputs(inputs: dict[str, Any]) -> str:
     payload = {"edgekd": __version__, "state_version": STATE_VERSION, **inputs}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def without_permissions(section: dict[str, Any], name: str) -> dict[str, Any]:
-    """A recipe section as plain data minus its :data:`NOT_INPUTS` keys (``name`` is the section name)."""
-    drop = {key.split(".", 1)[1] for key in NOT_INPUTS if key.startswith(f"{name}.")}
-    return {k: v for k, v in section.items() if k not in drop}
 
 
 @dataclass(frozen=True)
@@ -107,12 +88,6 @@ class RunState:
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
-
-    def marker(self, stage: str) -> Path:
-        return self.run.state / f"{stage}.done.json"
-
-    def checkpoint(self, stage: str) -> Path:
-        return self.run.state / f"{stage}-last.pt"
 
     def has_previous_run(self) -> bool:
         return self.run.recipe.is_file()
@@ -160,13 +135,13 @@ class RunState:
         shutil.rmtree(self.run.state, ignore_errors=True)
         self.run.state.mkdir(parents=True, exist_ok=True)
         for name in FINAL_NAMES:
-            (self.run.root / name).unlink(missing_ok=True)
+            self.run.file(name).unlink(missing_ok=True)
         for plot in self.run.plots.glob("*.png"):
             plot.unlink()
 
     def load(self, stage: str, inputs: str) -> StageMarker | None:
         """The stage's marker if it is reusable: same inputs, every output present and unchanged."""
-        path = self.marker(stage)
+        path = self.run.marker(stage)
         if not path.is_file():
             return None
         try:
@@ -189,7 +164,7 @@ class RunState:
 
     def invalidate(self, stage: str) -> None:
         """Drop a stage's marker before it reruns (its outputs are about to be replaced)."""
-        self.marker(stage).unlink(missing_ok=True)
+        self.run.marker(stage).unlink(missing_ok=True)
 
     def forget(self, stage: str) -> None:
         """Drop the marker and the record of what the epoch checkpoint was started with.
@@ -199,7 +174,7 @@ class RunState:
         for its own.
         """
         self.invalidate(stage)
-        (self.run.state / f"{stage}.started.json").unlink(missing_ok=True)
+        self.run.started(stage).unlink(missing_ok=True)
 
     def finish(
         self, stage: str, inputs: str, outputs: list[Path], seconds: float, result: Any
@@ -212,7 +187,7 @@ class RunState:
             seconds=round(seconds, 3),
             result=result,
         )
-        write_json(self.marker(stage), marker.__dict__)
+        write_json(self.run.marker(stage), marker.__dict__)
         return marker
 
     def training_checkpoint(self, stage: str, inputs: str, resume: bool) -> tuple[Path, bool]:
@@ -222,7 +197,7 @@ class RunState:
         (``weights_only``). Otherwise the checkpoint is removed and the start is recorded, so a later
         ``--resume`` can tell whether the checkpoint belongs to the stage it is about to rerun.
         """
-        checkpoint, started = self.checkpoint(stage), self.run.state / f"{stage}.started.json"
+        checkpoint, started = self.run.checkpoint(stage), self.run.started(stage)
         if resume and checkpoint.is_file() and started.is_file():
             try:
                 record = read_json(started)

@@ -1,19 +1,17 @@
-"""What every ``edgekd`` command shares: the error policy, ``--debug``, JSON output and common options.
+"""The CLI's error policy: an exception becomes one line on stderr and an exit code; ``--debug`` shows more.
 
-Kept apart from :mod:`edgekd.cli` so the command module reads as the list of commands, and the one place that
-turns an exception into one line and an exit code (CONVENTIONS.md) is small enough to audit.
+Kept apart from the command list (:mod:`edgekd.cli`) so the one place that turns an exception into one line
+and an exit code (README: exit codes) is small enough to audit.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -21,8 +19,6 @@ import click
 from edgekd.errors import EdgekdError
 
 log = logging.getLogger("edgekd")
-
-SET_HELP = "Override a recipe value: section.key=value (repeatable; values parsed as YAML; rightmost wins)."
 
 
 def setup_console_logging(debug: bool) -> None:
@@ -81,45 +77,3 @@ def fail(line: str, code: int) -> None:
 def one_line(text: str) -> str:
     """Errors are one line on stderr whatever a message embeds (e.g. a YAML key holding a newline)."""
     return " ".join(text.split())
-
-
-def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    else:
-        human()
-
-
-def load(recipe_path: Path, overrides: tuple[str, ...], trust_checkpoint: bool = False):  # noqa: ANN202
-    """Load the recipe; ``--trust-checkpoint`` is the rightmost override of ``teacher.trust_checkpoint``."""
-    from edgekd.recipe import load_recipe
-
-    extra = ("teacher.trust_checkpoint=true",) if trust_checkpoint else ()
-    return load_recipe(recipe_path, (*overrides, *extra))
-
-
-def existing_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Path validation that exits with code 2 and one line, like every other bad input."""
-    if value is not None and not Path(value).is_file():
-        raise click.BadParameter(f"{value}: file not found")
-    return value
-
-
-TRUST_OPT = click.option(
-    "--trust-checkpoint",
-    is_flag=True,
-    help="Allow full unpickling of teacher.checkpoint, which can run code from the file (trusted files only). "
-    "Same as --set teacher.trust_checkpoint=true.",
-)
-
-
-RECIPE_ARG = click.argument("recipe", type=click.Path(path_type=Path))
-OUT_OPT = click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Run directory (created if missing).",
-)
-SET_OPT = click.option("--set", "overrides", multiple=True, help=SET_HELP)
-JSON_OPT = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")

@@ -13,18 +13,17 @@ from pathlib import Path
 import click
 
 from edgekd import __version__
-from edgekd.cli_support import (
+from edgekd.cli.options import (
     JSON_OPT,
     OUT_OPT,
     RECIPE_ARG,
     SET_OPT,
     TRUST_OPT,
-    command,
     emit,
     existing_file,
     load,
-    one_line,
 )
+from edgekd.cli.policy import command, one_line
 from edgekd.errors import InputError
 
 
@@ -59,8 +58,8 @@ def train(
     as_json: bool,
 ) -> None:
     """Train the recipe's teacher (section `train`) and write OUT/teacher.pt + teacher.json."""
-    from edgekd.engine.teacher import train_teacher
     from edgekd.results import to_dict
+    from edgekd.teacher import train_teacher
 
     run = train_teacher(load(recipe, overrides, trust_checkpoint), out_dir, resume=resume)
     emit(
@@ -117,12 +116,12 @@ def compress(
     plots/, state/, edgekd.log}. Exit 3 when a deploy gate (e.g. ONNX parity) fails. Without --resume, a
     previous run's state and artifacts in OUT are replaced.
     """
-    from edgekd.pipeline import compress as run_compress
     from edgekd.report.view import headline
+    from edgekd.run import compress as run_compress
 
     resolved = load(recipe, overrides, trust_checkpoint)  # a bad recipe fails here, before any rank starts
     if nproc > 1:
-        from edgekd.launch import launch
+        from edgekd.run.launch import launch
 
         return launch(nproc, resolved.data.batch_size)
     report = run_compress(resolved, out_dir, resume=resume, force=force)
@@ -141,14 +140,16 @@ def prune(
     recipe: Path, out_dir: Path, overrides: tuple[str, ...], trust_checkpoint: bool, as_json: bool
 ) -> None:
     """Prune the teacher (section `prune`) and write the un-distilled student to OUT/student.pt."""
-    from edgekd.stages import prune_only
+    from edgekd.results import to_dict
+    from edgekd.run import prune_only
 
     result = prune_only(load(recipe, overrides, trust_checkpoint), out_dir)
+    summary = {**to_dict(result), "macs_reduction": result.macs_reduction}
     emit(
-        result,
+        {**summary, "params_reduction": result.params_reduction},
         as_json,
         lambda: click.echo(
-            f"pruned: MACs −{100 * result['macs_reduction']:.1f}%, params −{100 * result['params_reduction']:.1f}% "
+            f"pruned: MACs −{100 * result.macs_reduction:.1f}%, params −{100 * result.params_reduction:.1f}% "
             f"→ {out_dir / 'student.pt'}"
         ),
     )
@@ -177,10 +178,15 @@ def distill(
     as_json: bool,
 ) -> None:
     """Distill a (pruned) student from the recipe's teacher (section `distill`); rewrites OUT/student.pt."""
-    from edgekd.stages import distill_only
+    from edgekd.results import to_dict
+    from edgekd.run import distill_only
 
     result = distill_only(load(recipe, overrides, trust_checkpoint), out_dir, student_path)
-    emit(result, as_json, lambda: click.echo(f"distilled: {result['metrics']} → {out_dir / 'student.pt'}"))
+    emit(
+        to_dict(result),
+        as_json,
+        lambda: click.echo(f"distilled: {result.metrics} → {out_dir / 'student.pt'}"),
+    )
 
 
 @cli.command(short_help="Export a student.pt to ONNX (+ parity).")
@@ -202,7 +208,7 @@ def export(
 ) -> None:
     """Export a student.pt to ONNX with the parity gate and ORT evaluation (recipe read from the file)."""
     from edgekd.results import to_dict
-    from edgekd.stages import export_only
+    from edgekd.run import export_only
 
     fp32, *variants = export_only(student, out_dir or student.parent, overrides, trust=trust_checkpoint)
 
@@ -271,9 +277,9 @@ def profile(
     ssh/scp, so ~/.ssh/config, keys and ProxyJump apply; the device needs Python >= 3.8, numpy and
     onnxruntime, not edgekd).
     """
-    from edgekd.gates import latency_gates, parse_latency_limits, raise_if_failed
-    from edgekd.profile import run as run_profile
+    from edgekd.profile import profile_files
     from edgekd.recipe.schema import ProfileConfig
+    from edgekd.report.gates import latency_gates, parse_latency_limits, raise_if_failed
     from edgekd.results import to_dict
 
     try:
@@ -288,7 +294,7 @@ def profile(
     except ValueError as exc:
         raise InputError(f"profile: {exc}") from None
     limits = parse_latency_limits(max_ms, targets)  # bad gates fail before anything is timed
-    profiles = run_profile({model.name: model}, cfg)[model.name]
+    profiles = profile_files({model.name: model}, cfg)[model.name]
 
     def human() -> None:
         click.echo(f"{model}:")

@@ -13,17 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from edgekd.data import DataBundle, build_data
+from edgekd.data import build_data
 from edgekd.engine.trainer import FitOptions, fit, seed_everything
 from edgekd.io import sha256_file, write_json, write_with
-from edgekd.models import build_model, load_checkpoint, load_weights
-from edgekd.models.checkpoint import extract_state_dict
 from edgekd.models.complexity import count_complexity
-from edgekd.recipe.schema import Recipe, TeacherConfig
+from edgekd.recipe.schema import Recipe
 from edgekd.results import TrainResult, to_dict
+from edgekd.rundir import RunDir
 from edgekd.tasks import get_task
+from edgekd.teacher.build import build_teacher
 
 log = logging.getLogger("edgekd")
 
@@ -35,26 +34,6 @@ class TeacherRun:
     result: TrainResult
     macs: int
     params: int
-
-
-def build_teacher(recipe: Recipe, data: DataBundle, load: bool = True) -> nn.Module:
-    """The teacher model of a recipe, with its checkpoint loaded when ``load`` and one is given."""
-    return teacher_from_config(recipe.teacher, data, load)
-
-
-def teacher_from_config(cfg: TeacherConfig, data: DataBundle, load: bool = True) -> nn.Module:
-    """Build one teacher section's model (eval mode) and load its checkpoint when ``load`` and one is given."""
-    model = build_model(cfg.model, data.num_classes, data.in_channels)
-    if load and cfg.checkpoint is not None:
-        raw = load_checkpoint(cfg.checkpoint, trust=cfg.trust_checkpoint)
-        state = extract_state_dict(raw, source=str(cfg.checkpoint))
-        load_weights(model, state, source=str(cfg.checkpoint))
-    return model.eval()
-
-
-def build_extra_teachers(recipe: Recipe, data: DataBundle) -> list[nn.Module]:
-    """``distill.extra_teachers``, loaded and frozen (they only ever run under ``inference_mode``)."""
-    return [teacher_from_config(cfg, data).requires_grad_(False) for cfg in recipe.distill.extra_teachers]
 
 
 def train_teacher(recipe: Recipe, out_dir: Path, resume: bool = False) -> TeacherRun:
@@ -70,26 +49,27 @@ def train_teacher(recipe: Recipe, out_dir: Path, resume: bool = False) -> Teache
         loss = criterion(task.output_tensor(model(images)), targets)
         return loss, {"ce": float(loss.detach())}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(out_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
     options = FitOptions(
         optim=recipe.train,
         batch_size=recipe.data.batch_size,
         augment=recipe.data.augment,
         seed=recipe.seed,
         desc="train",
-        checkpoint=out_dir / "state" / "train-last.pt",
+        checkpoint=run.checkpoint("train"),
         resume=resume,
+        eval_batch_size=recipe.data.eval_batch_size,
     )
     result = fit(model, data, task, compute_loss, options)
-    checkpoint = out_dir / "teacher.pt"
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    write_with(checkpoint, lambda tmp: torch.save(state, tmp))
-    digest = sha256_file(checkpoint)
+    write_with(run.teacher_pt, lambda tmp: torch.save(state, tmp))
+    digest = sha256_file(run.teacher_pt)
     cost = count_complexity(model, data.example_input(1))
     write_json(
-        out_dir / "teacher.json",
+        run.teacher_json,
         {
-            "checkpoint": checkpoint.name,
+            "checkpoint": run.teacher_pt.name,
             "sha256": digest,
             "model": recipe.teacher.model.model_dump(mode="json"),
             "macs": cost.macs,
@@ -105,7 +85,7 @@ def train_teacher(recipe: Recipe, out_dir: Path, resume: bool = False) -> Teache
         "teacher: %s %.4f, wrote %s (sha256 %s)",
         task.primary_metric,
         result.metrics[task.primary_metric],
-        checkpoint,
+        run.teacher_pt,
         digest[:12],
     )
-    return TeacherRun(checkpoint, digest, result, cost.macs, cost.params)
+    return TeacherRun(run.teacher_pt, digest, result, cost.macs, cost.params)

@@ -23,13 +23,14 @@ from typing import TYPE_CHECKING
 
 from edgekd.errors import EdgekdError, GateError, InputError
 from edgekd.results import Artifact, Gate, Profile
+from edgekd.rundir import TEACHER_ONNX
 
 if TYPE_CHECKING:
     from edgekd.recipe.gates import GatesConfig, LatencyGate
     from edgekd.recipe.schema import ExportConfig
     from edgekd.tasks.base import Task
 
-TEACHER_ARTIFACT = "teacher.onnx"
+TEACHER_ARTIFACT = TEACHER_ONNX
 INT8_MIN_AGREEMENT = 0.97  # edgekd.export.quantize's default (not imported: this module stays torch-free)
 MIB = 1024 * 1024
 

@@ -1,0 +1,83 @@
+"""The report stage: judge the shipped files against the deploy gates, then write report.json/md/html.
+
+It sees only the results of the stages before it (never models or sessions, except to draw the segmentation
+strip from the shipped ONNX files), so the report always describes exactly what was shipped. A failed gate
+does not stop it: a gated CI job still gets every file and the report explaining the failure; the
+orchestrator exits with code 3 afterwards (:class:`~edgekd.results.ReportResult` carries the gates).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgekd.context import RunContext, Stage, Upstream
+from edgekd.data.base import DataBundle
+from edgekd.report.build import ReportInputs, build_report
+from edgekd.report.gates import evaluate_gates, parity_gates
+from edgekd.report.render import write_reports
+from edgekd.results import DistillResult, ProfileResult, PruneResult, ReportResult, TeacherResult
+from edgekd.rundir import RunDir
+
+log = logging.getLogger("edgekd")
+
+
+def run(ctx: RunContext, upstream: Upstream) -> ReportResult:
+    """Gates, report.json and the human reports of the run in ``ctx.run``."""
+    recipe, formats = ctx.recipe, ctx.recipe.report.formats
+    artifacts = list(upstream.get(ProfileResult).artifacts)
+    gates = parity_gates(artifacts, recipe.export) + evaluate_gates(recipe.gates, artifacts, ctx.task)
+    distilled = upstream.get(DistillResult)
+    report = build_report(
+        ReportInputs(
+            recipe=recipe.to_yaml_dict(),
+            task=recipe.task,
+            teacher=upstream.get(TeacherResult).summary,
+            student=distilled.student,
+            prune=upstream.find(PruneResult),
+            distill=distilled.train,
+            artifacts=artifacts,
+            gates=gates,
+            stages=dict(upstream.stages),
+        )
+    )
+    report["reproducibility"] = reproducibility(ctx, upstream.stages)
+    if ctx.task.dense_output and {"md", "html"} & set(formats):
+        segmentation_strip(ctx.run, ctx.data)
+    write_reports(ctx.run.root, report, formats)
+    log.info("done: %s", ctx.run.report_md if "md" in formats else ctx.run.report_json)
+    return ReportResult(report=report, gates=tuple(gates))
+
+
+def inputs(ctx: RunContext, upstream: Upstream) -> dict[str, Any]:
+    return {}  # never reused (resumable=False): the report names this run's own timings
+
+
+STAGE = Stage(name="report", result=ReportResult, run=run, inputs=inputs, resumable=False)
+
+
+def reproducibility(ctx: RunContext, stages: Any) -> dict[str, Any]:
+    """What a rerun needs to reproduce this report's numbers bit for bit on CPU (versions: ``environment``).
+
+    ``seed`` seeds Python, NumPy and torch at the start and again before distillation; torch-pruning runs
+    under it; the training loader draws epoch ``e``'s order and augmentation from ``seed * 100003 + e``.
+    CPU kernels reduce in an order that depends on ``torch_threads``, so that is recorded too.
+    """
+    import torch
+
+    return {
+        "seed": ctx.seed,
+        "torch_threads": torch.get_num_threads(),
+        "reused_stages": [name for name, info in stages.items() if info.get("reused")],
+        "resumed_training": [name for name, info in stages.items() if info.get("resumed_checkpoint")],
+    }
+
+
+def segmentation_strip(run: RunDir, data: DataBundle) -> Path:
+    """``plots/segmentation.png``: a few eval images with the masks of the shipped teacher and student files."""
+    from edgekd.export.ort import OrtPredictor, create_session
+    from edgekd.report.samples import SEGMENTATION_PLOT, write_segmentation_strip
+
+    teacher, student = (OrtPredictor(create_session(p)) for p in (run.teacher_onnx, run.student_onnx))
+    return write_segmentation_strip(run.plots / SEGMENTATION_PLOT, data, teacher, student)

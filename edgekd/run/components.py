@@ -1,0 +1,83 @@
+"""Recipe load as the commands see it: the schema (:mod:`edgekd.recipe`), then every named component checked
+against its registry before any work starts.
+
+Why here and not in :mod:`edgekd.recipe`: the registries fill as the stage packages are imported, so checking
+names needs the stages; the recipe package sits below them and must not import them (the layers run one way:
+schemas, stages, orchestration, CLI). torchdistill's lesson: a typo in a loss or module name must fail at load
+time, not at the first forward pass.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from edgekd import data, distill, models, profile, prune, tasks
+from edgekd.errors import InputError
+from edgekd.recipe import load
+from edgekd.recipe.schema import Recipe
+from edgekd.registry import did_you_mean
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe file, and check every component it names.
+
+    Raises:
+        InputError: missing/malformed file, unknown key, wrong type, out-of-range value, unknown component.
+    """
+    recipe = load.load_recipe(path, overrides)
+    check_components(recipe, str(path))
+    return recipe
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate plain data into a :class:`Recipe` and check its components (no path resolution)."""
+    recipe = load.recipe_from_dict(raw, source)
+    check_components(recipe, source)
+    return recipe
+
+
+def check_components(recipe: Recipe, source: str = "recipe") -> None:
+    """Check every component name (and each component's own options) against its registry.
+
+    Raises:
+        InputError: ``<source>: <key path>: unknown <kind> 'x'; did you mean 'y'? (valid: ...)`` and the like.
+    """
+    for where, name, registry in (
+        ("task", recipe.task, tasks.TASKS),
+        ("data.name", recipe.data.name, data.DATASETS),
+        ("prune.importance", recipe.prune.importance, prune.IMPORTANCES),
+    ):
+        _check(source, where, name, registry)
+    data.parse_dataset_params(recipe.data, where=f"{source}: data.args")
+    for i, target in enumerate(recipe.profile.targets):  # registered, a URL or targets.yaml; no connecting
+        try:
+            profile.get_target(target)
+        except InputError as exc:
+            raise InputError(f"{source}: profile.targets.{i}: {exc}") from None
+    models.check_model_name(recipe.teacher.model.name, where=f"{source}: teacher.model.name")
+    for i, extra in enumerate(recipe.distill.extra_teachers):
+        models.check_model_name(extra.model.name, where=f"{source}: distill.extra_teachers.{i}.model.name")
+    _check_losses(recipe, source)
+
+
+def _check_losses(recipe: Recipe, source: str) -> None:
+    dense_task = tasks.TASKS.get(recipe.task).dense_output
+    for path, losses in recipe.distill.loss_lists():
+        for i, spec in enumerate(losses):
+            _check(source, f"{path}.{i}.name", spec.name, distill.LOSSES)
+            if distill.LOSSES.get(spec.name).dense and not dense_task:
+                raise InputError(
+                    f"{source}: {path}.{i}.name: '{spec.name}' distils dense (per-pixel) predictions; "
+                    f"task '{recipe.task}' has none (use it with task: segmentation)"
+                )
+            distill.validate_loss_params(spec, where=f"{source}: {path}.{i}")
+
+
+def _check(source: str, where: str, name: str, registry: Any) -> None:
+    if name not in registry:
+        valid = ", ".join(registry.names())
+        raise InputError(
+            f"{source}: {where}: unknown {registry.kind} '{name}'{did_you_mean(name, registry.names())}"
+            f" (valid: {valid})"
+        )
