@@ -1,4 +1,4 @@
-"""Error types that map one-to-one onto the CLI's exit codes (see CONVENTIONS.md).
+"""Error types that map one-to-one onto the CLI's exit codes (see docs/run-directory.md).
 
 Every error edgekd raises on purpose is an :class:`EdgekdError` whose message is a single line that names what
 was wrong and what to do. The CLI prints that line; anything else is a bug and gets a traceback under

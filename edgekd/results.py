@@ -2,7 +2,7 @@
 
 Why one module: stages must not reach into each other's internals. Prune returns a :class:`PruneResult`,
 export returns :class:`Artifact` records, profile returns :class:`Profile` records, and the report stage only
-ever sees these (or their JSON form in ``report.json``). Field names match CONVENTIONS.md's report keys.
+ever sees these (or their JSON form in ``report.json``). Field names match docs/run-directory.md's report keys.
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ file under a final artifact name (nor a temporary) in the run directory.
 from __future__ import annotations
 
 import gzip
+import re
 import resource
 import struct
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import REPO, TEACHER, cli, one_line_error
+from tests.conftest import EDGEKD, QUICKSTART, REPO, TEACHER, cli, one_line_error
 
 FINAL = (
     "teacher.onnx",
@@ -150,6 +152,21 @@ RECIPE_CASES: dict[str, tuple[Callable[[Path], tuple[Path, list[str]]], str]] = 
         "unknown model 'resnet21'",
     ),
     "bad_override": (lambda t: (teacher_recipe(t), ["--set", "prune"]), "expected section.key=value"),
+    # a value that came from --set is blamed on that --set, not on the recipe file (issue 15)
+    "bad_value_from_set": (
+        lambda t: (teacher_recipe(t), ["--set", "distill.epochs=many"]),
+        "edgekd: error: --set distill.epochs=many: distill.epochs: Input should be a valid integer",
+    ),
+    "unknown_loss_from_set": (
+        lambda t: (teacher_recipe(t), ["--set", "distill.losses.0.name=kdd"]),
+        "edgekd: error: --set distill.losses.0.name=kdd: distill.losses.0.name: unknown loss 'kdd'",
+    ),
+    # an index past a list the recipe leaves at its default: one line naming the defaults (issue 15)
+    "set_index_past_the_default_list": (
+        lambda t: (teacher_recipe(t), ["--set", "distill.losses.5.temperature=2"]),
+        "--set distill.losses.5.temperature=2: distill.losses has 2 entries (the defaults: ce, kd); "
+        "index 5 does not exist",
+    ),
     "force_without_resume": (lambda t: (teacher_recipe(t), ["--force"]), "--force only applies to --resume"),
     "missing_recipe": (lambda t: (t / "nope.yaml", []), "recipe not found"),
     "missing_checkpoint": (lambda t: (teacher_recipe(t, t / "nope.pt"), []), "checkpoint not found"),
@@ -371,3 +388,214 @@ def test_disk_full_while_writing_a_checkpoint_is_exit_1_and_leaves_nothing(tmp_p
         assert_no_artifacts(out)
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+# -- the small things (issue 15) ---------------------------------------------------------------------------------
+
+
+def test_bare_edgekd_prints_its_help_on_stdout_and_exits_0():
+    bare, flag = cli(), cli("--help")
+    assert bare.returncode == 0 and bare.stderr == "", bare.stderr
+    assert bare.stdout.startswith("Usage: edgekd") and bare.stdout == flag.stdout
+
+
+def test_help_command_is_the_help_flag():
+    assert cli("help").stdout == cli("--help").stdout
+    for command in ("compress", "profile", "report"):
+        proc = cli("help", command)
+        assert proc.returncode == 0 and proc.stdout == cli(command, "--help").stdout, proc.stderr
+    line = one_line_error(cli("help", "comprss"))
+    assert "no command 'comprss'; did you mean 'compress'?" in line, line
+
+
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [
+        ("bash_source", "complete -o nosort -F _edgekd_completion edgekd"),
+        ("zsh_source", "#compdef edgekd"),
+        ("fish_source", "complete --no-files --command edgekd"),
+    ],
+)
+def test_shell_completion_script_is_produced(shell, marker):
+    """What the README tells users to eval: click's completion script for ``edgekd``."""
+    proc = cli(launcher=("env", f"_EDGEKD_COMPLETE={shell}", *EDGEKD))
+    assert proc.returncode == 0 and marker in proc.stdout, (proc.stdout[:500], proc.stderr[-500:])
+
+
+def test_shell_completion_completes_command_names():
+    env = ("env", "_EDGEKD_COMPLETE=bash_complete", "COMP_WORDS=edgekd comp", "COMP_CWORD=1")
+    proc = cli(launcher=(*env, *EDGEKD))
+    assert proc.returncode == 0 and proc.stdout.split() == ["plain,compress"], proc.stdout
+
+
+def test_report_of_a_directory_without_a_run_names_the_real_command(tmp_path):
+    line = one_line_error(cli("report", str(tmp_path)))
+    assert f"run `edgekd compress RECIPE --out {tmp_path}` first" in line and "edgekd run)" not in line, line
+
+
+def test_profile_gate_failure_points_at_no_report(tmp_path):
+    """``profile`` writes no report.md, so its gate error must not send the user looking for one."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(onnx_bytes())
+    args = ("profile", str(model), "--runs", "1", "--threads", "1", "--warmup", "0", "--max-ms", "p50=1e-9")
+    line = one_line_error(cli(*args), code=3)
+    assert "1 of 1 deploy gate(s) failed: max_latency_ms:model.onnx@local" in line, line
+    assert "report" not in line and not list(tmp_path.glob("report*")), line
+
+
+def test_compress_gate_failure_still_points_at_its_report():
+    from edgekd.errors import GateError
+    from edgekd.report.gates import raise_if_failed
+    from edgekd.results import Gate
+
+    with pytest.raises(
+        GateError, match=r"limit 1\); the run directory and report were written, see report\.md$"
+    ):
+        raise_if_failed([Gate("max_size_mb:student.onnx", 2.0, 1.0, False)], "report.md")
+
+
+def test_set_tunes_an_entry_of_a_list_left_at_its_default(tmp_path):
+    """The recipe lists no losses: ``--set distill.losses.1.temperature=2`` edits the default kd term."""
+    from edgekd.run import load_recipe
+
+    recipe = load_recipe(teacher_recipe(tmp_path), ["distill.losses.1.temperature=2", "profile.threads.1=4"])
+    ce, kd = recipe.distill.losses
+    assert (ce.name, ce.weight, kd.name, kd.weight) == ("ce", 0.1, "kd", 0.9)
+    assert kd.params == {"temperature": 2} and recipe.profile.threads == [1, 4]
+
+
+def test_set_into_a_list_by_name_is_one_clear_line(tmp_path):
+    out = tmp_path / "run"
+    line = one_line_error(
+        cli(
+            "compress",
+            str(teacher_recipe(tmp_path)),
+            "--out",
+            str(out),
+            "--set",
+            "distill.losses.kd.weight=1",
+        )
+    )
+    assert "distill.losses is a list (the defaults: ce, kd); 'kd' is not an index of it" in line, line
+    assert not out.exists()
+
+
+def test_refused_pickle_prints_no_torch_warning(tmp_path):
+    """A plain pickle (protocol 4) makes torch's safe loader warn over two lines before it refuses the file."""
+    marker = tmp_path / "code-ran"
+    ckpt = tmp_path / "teacher.pt"
+    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, ckpt, pickle_protocol=4)
+    with pytest.warns(UserWarning, match="Detected pickle protocol 4"), pytest.raises(Exception):  # noqa: B017
+        torch.load(ckpt, weights_only=True)  # the control: torch itself still warns
+    warnings_on = ("env", "-u", "PYTHONWARNINGS", sys.executable, "-W", "default", "-m", "edgekd")
+    proc = cli(
+        "prune", str(teacher_recipe(tmp_path, ckpt)), "--out", str(tmp_path / "run"), launcher=warnings_on
+    )
+    line = one_line_error(proc)
+    assert proc.stderr.strip() == line and "--trust-checkpoint" in line, proc.stderr
+    assert not marker.exists()
+
+
+# -- a failed run: its error is logged, and it leaves no half-created directory -----------------------------------
+
+
+@pytest.mark.parametrize("command", ["compress", "prune"])
+def test_failed_run_leaves_no_directory_it_created(command, tmp_path):
+    """A bad teacher checkpoint fails before any result: the run directory the run created is taken back."""
+    ckpt = checkpoint_file(tmp_path, {"epoch": 3})
+    out = tmp_path / "runs" / "new"
+    line = one_line_error(cli(command, str(teacher_recipe(tmp_path, ckpt)), "--out", str(out)))
+    assert "no tensors found" in line, line
+    assert not (tmp_path / "runs").exists()  # nor the parent created for it
+
+
+def test_failed_run_in_an_existing_directory_logs_the_error_and_removes_its_empty_dirs(tmp_path):
+    ckpt = checkpoint_file(tmp_path, {"epoch": 3})
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's own file")
+    line = one_line_error(cli("compress", str(teacher_recipe(tmp_path, ckpt)), "--out", str(out)))
+    log = (out / "edgekd.log").read_text()
+    errors = re.findall(r"^\S+ \S+ ERROR edgekd: (.*)$", log, re.M)
+    assert errors == [line.removeprefix("edgekd: ")], log
+    assert re.search(r"DEBUG edgekd: traceback of the error above:\nTraceback", log), log
+    assert not (out / "plots").exists() and not (out / "state").exists()
+    assert (out / "mine.txt").read_text() == "the user's own file" and (out / "recipe.yaml").is_file()
+
+
+def test_failed_run_keeps_what_a_stage_wrote(tmp_path):
+    """Past the first result the directory stays, for --resume, with the error at the end of its log."""
+    from edgekd.errors import InputError
+    from edgekd.run.log import open_run, run_log
+
+    out = tmp_path / "run"
+    with pytest.raises(InputError), open_run(out) as run, run_log(run.log):
+        (run.state / "pruned.pt").write_bytes(b"a result")
+        raise InputError("the data went away")
+    assert (out / "state" / "pruned.pt").read_bytes() == b"a result"
+    assert "ERROR edgekd: error: the data went away" in (out / "edgekd.log").read_text()
+    assert not (out / "plots").exists()
+
+
+# -- the run-directory contract doc ----------------------------------------------------------------------------
+
+CONTRACT_DOC = REPO / "docs" / "run-directory.md"
+_DOC_KEY_ROW = re.compile(r"^\| `(\w+)` \| (required|optional) \|", re.M)
+_DOC_OTHER_ROW = re.compile(r"^\| `(\w+)` \| (?!required|optional)", re.M)
+
+
+def test_run_directory_doc_lists_exactly_the_report_schema_keys():
+    """docs/run-directory.md's key table and edgekd/report/schema.py cannot drift apart."""
+    from edgekd.report.schema import Report
+
+    text = CONTRACT_DOC.read_text()
+    documented = dict(_DOC_KEY_ROW.findall(text))
+    schema = {name: "required" if f.is_required() else "optional" for name, f in Report.model_fields.items()}
+    assert documented == schema, f"doc {documented} vs schema {schema}"
+    others = set(_DOC_OTHER_ROW.findall(text))
+    assert others and not others & set(schema), (
+        f"documented as outside the schema but in it: {others & set(schema)}"
+    )
+
+
+def test_run_directory_doc_names_every_nested_report_key_and_run_file():
+    from pydantic import BaseModel
+
+    from edgekd import rundir
+    from edgekd.report.schema import Report
+
+    words = set(re.findall(r"[\w.]+", CONTRACT_DOC.read_text()))
+    models, missing = [Report], []
+    while models:
+        model = models.pop()
+        for name, field in model.model_fields.items():
+            missing += [] if name in words else [f"{model.__name__}.{name}"]
+            models += [m for m in _models_in(field.annotation) if issubclass(m, BaseModel)]
+    files = [v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str)]
+    missing += [f for f in files if f not in words]
+    assert not missing, f"docs/run-directory.md does not name: {missing}"
+
+
+def _models_in(annotation: object) -> list[type]:
+    from typing import get_args
+
+    found = [annotation] if isinstance(annotation, type) else []
+    return found + [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def test_readme_links_the_contract_doc_and_nothing_cites_conventions_md():
+    readme = (REPO / "README.md").read_text()
+    assert "(docs/run-directory.md)" in readme
+    citing = [
+        str(p.relative_to(REPO))
+        for p in [REPO / "README.md", *sorted((REPO / "edgekd").rglob("*.py"))]
+        if "CONVENTIONS.md" in p.read_text()
+    ]
+    assert not citing, f"cite docs/run-directory.md instead of CONVENTIONS.md: {citing}"
+
+
+def test_out_that_is_a_file_is_bad_input(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    line = one_line_error(cli("prune", str(QUICKSTART), "--out", str(taken)))
+    assert "is a file, not a directory" in line and taken.read_text() == "mine"

@@ -29,9 +29,9 @@ from edgekd.export import (
 )
 from edgekd.export.onnx_export import build_metadata, torch_to_onnx
 from edgekd.export.simplify import simplify_model
-from edgekd.export.validate import check_onnx_file
 from edgekd.io import TMP_MARK, sha256_file
 from edgekd.models import build_model
+from edgekd.onnxfile import check_onnx_file
 from edgekd.recipe.schema import DataConfig, ExportConfig, ModelSpec
 from edgekd.tasks import get_task
 

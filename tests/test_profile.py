@@ -38,7 +38,8 @@ from edgekd.profile import (
     profile_model,
 )
 from edgekd.profile import probe as probe_module
-from edgekd.profile.resolve import device_kinds, kind_for_scheme, resolve_target
+from edgekd.profile.checks import PREFLIGHT_SCRIPT, Check, read_preflight
+from edgekd.profile.resolve import check_target, device_kinds, kind_for_scheme, list_targets, resolve_target
 from edgekd.recipe.schema import ProfileConfig
 from edgekd.results import Profile, to_dict
 
@@ -305,6 +306,9 @@ class BenchSpec(TargetSpec):
     bench: str
     python: str = sys.executable
 
+    def describe(self) -> str:
+        return f"bench {self.bench}"
+
 
 class BenchTarget(DeviceTarget):
     """A second target kind, defined here to prove a kind plugs in with one class and one registration.
@@ -330,6 +334,12 @@ class BenchTarget(DeviceTarget):
     @classmethod
     def parse_url(cls, url: str) -> TargetSpec:
         return cls.spec_from_url(url, {"bench": urlsplit(url).hostname or ""}, url_keys=("bench",))
+
+    def check(self) -> list[Check]:
+        done = subprocess.run(
+            [self.spec.python, "-c", PREFLIGHT_SCRIPT], capture_output=True, text=True, check=False
+        )
+        return read_preflight(done, self.spec.python, self.address)[0]
 
     def run_probe(self, model_path: Path | None, settings: ProbeSettings) -> dict[str, Any]:
         cmd = [self.spec.python, str(PROBE_PATH)]
@@ -379,6 +389,16 @@ def test_a_second_target_kind_resolves_from_targets_yaml_and_url_and_profiles(
         out = profile_files({"conv": conv_onnx}, ProfileConfig(targets=["local", url], threads=[1], **FAST))
         assert [(p.target, p.device["threads_requested"]) for p in out["conv"]] == [("local", 1), (url, 0)]
         assert 1 <= out["conv"][1].threads <= os.cpu_count() and out["conv"][1].device["bench"] == "lab"
+
+        checked = check_target("desk")  # `edgekd targets --check desk`: through the kind's own check()
+        assert (checked.kind, checked.address, checked.ok) == ("bench", "bench desk", True)
+        assert [c.name for c in checked.checks] == ["python", "numpy", "onnxruntime"]
+        listed = {t.name: t for t in list_targets().targets}
+        assert (listed["desk"].kind, listed["desk"].address, listed["pi5"].address) == (
+            "bench",
+            "bench desk",
+            "pi@pi5.local",
+        )
     assert "bench" not in TARGETS
 
 
@@ -442,3 +462,139 @@ def test_every_registered_target_resolves_and_documents_itself(name, tmp_path, m
         assert target.threads == target.spec.threads
     with pytest.raises(InputError, match=f"target '{name}' needs a device"):
         resolve_target(name)
+
+
+# ------------------------------------------------------------------------ input sizes and execution providers
+# `edgekd profile` on any ONNX file: a dynamic H x W is sized by --dim/--shape or the export's recorded
+# input_shape, never silently by 1; --provider picks the execution provider. Real files, real probe processes.
+CLI_FAST = ("--runs", "5", "--warmup", "1", "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def dynamic_hw_onnx(tmp_path_factory) -> Path:
+    """A conv net whose height and width are dynamic and which records no input size (not an edgekd export)."""
+    nodes, inits = conv_nodes()
+    return save_model(
+        tmp_path_factory.mktemp("dynamic") / "dyn.onnx",
+        nodes,
+        inits,
+        x_shape=("N", 3, "height", "width"),
+        y_shape=("N", 8, "height", "width"),
+    )
+
+
+def with_metadata(source: Path, target: Path, props: dict[str, str]) -> Path:
+    """``source`` saved as ``target`` with ``metadata_props``, as edgekd's export writes them."""
+    model = onnx.load(str(source))
+    helper.set_model_props(model, props)
+    onnx.save(model, str(target))
+    return target
+
+
+def profiled_inputs(proc: subprocess.CompletedProcess) -> list[dict]:
+    """The ``device.inputs`` of the single profile a ``--json`` run printed."""
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (profile,) = json.loads(proc.stdout)
+    return profile["device"]["inputs"]
+
+
+def test_cli_refuses_a_dynamic_height_width_without_a_size(dynamic_hw_onnx):
+    from tests.conftest import cli, one_line_error
+
+    line = one_line_error(cli("profile", str(dynamic_hw_onnx), *CLI_FAST))
+    assert "dyn.onnx" in line and "height (axis 2), width (axis 3)" in line, line
+    assert "--dim height=SIZE --dim width=SIZE" in line and "--shape x=1x3xSIZExSIZE" in line, line
+
+
+def test_cli_dim_shape_and_provider_are_what_the_profile_records(dynamic_hw_onnx):
+    from tests.conftest import cli
+
+    common = ("profile", str(dynamic_hw_onnx), *CLI_FAST, "--json")
+    assert profiled_inputs(cli(*common, "--dim", "height=10", "--dim", "width=6")) == [
+        {"name": "x", "shape": [1, 3, 10, 6], "declared": ["N", 3, "height", "width"], "dtype": "float32"}
+    ]
+    proc = cli(*common, "--batch", "2", "--shape", "x=2x3x12x8", "--provider", "CPUExecutionProvider")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (by_shape,) = json.loads(proc.stdout)
+    assert by_shape["batch"] == 2 and by_shape["device"]["inputs"][0]["shape"] == [2, 3, 12, 8]
+    runtime = by_shape["device"]["onnxruntime"]
+    assert runtime["providers"] == ["CPUExecutionProvider"] and runtime["requested"] == "CPUExecutionProvider"
+
+
+def test_cli_refuses_a_provider_the_device_lacks_listing_those_it_has(conv_onnx):
+    import onnxruntime as ort
+
+    from tests.conftest import cli, one_line_error
+
+    available = ort.get_available_providers()
+    wanted = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "CoreMLExecutionProvider")
+    missing = next(p for p in wanted if p not in available)
+    line = one_line_error(cli("profile", str(conv_onnx), *CLI_FAST, "--provider", missing))
+    assert f"--provider {missing}: not available" in line, line
+    assert f"(available: {', '.join(available)})" in line, line
+
+
+def test_recorded_input_shape_is_the_default_size(dynamic_hw_onnx, tmp_path):
+    """edgekd's exports record input_shape: `compress`'s profiler and `edgekd profile` feed it without flags."""
+    props = {"input_name": "x", "input_shape": json.dumps(["batch", 3, 20, 12])}
+    path = with_metadata(dynamic_hw_onnx, tmp_path / "exported.onnx", props)
+    (recorded,) = profile_model(path, ProfileConfig(threads=[1], **FAST))
+    assert recorded.device["inputs"][0]["shape"] == [1, 3, 20, 12]
+    (resized,) = profile_model(path, ProfileConfig(threads=[1], dims={"height": 9}, **FAST))
+    assert resized.device["inputs"][0]["shape"] == [1, 3, 9, 12]  # --dim / profile.dims win over the record
+    with pytest.raises(InputError, match=r"dyn\.onnx: input 'x' .*pass --dim height=SIZE --dim width=SIZE"):
+        profile_model(dynamic_hw_onnx, ProfileConfig(threads=[1], **FAST))  # bad input: exit 2, not 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--dim", "hieght=8", "--dim", "width=8"), "no dynamic dimension 'hieght'; did you mean 'height'?"),
+        (("--shape", "xx=1x3x8x8"), "no input 'xx'; did you mean 'x'? (inputs: x)"),
+        (("--shape", "x=1x3x8"), "input 'x' has 4 dimensions [N, 3, height, width], not 3"),
+        (("--shape", "x=1x4x8x8"), "axis 1 of input 'x' [N, 3, height, width] is fixed at 3"),
+        (("--shape", "x=2x3x8x8"), "its batch (axis 0) is 2 but --batch is 1; pass --batch 2 too"),
+        (("--provider", "CUDAExecutonProvider"), "did you mean 'CUDAExecutionProvider'?"),
+    ],
+)
+def test_probe_refuses_sizes_and_providers_the_model_or_device_lacks(dynamic_hw_onnx, args, message):
+    """The probe answers a request it cannot meet as asked with exit code 2, which edgekd reads as bad input."""
+    code, out = probe(str(dynamic_hw_onnx), "--runs", "1", "--warmup", "0", *args)
+    assert code == 2 and message in out["error"], out
+    with pytest.raises(InputError, match="profiling on local: "):
+        parse_probe_output(json.dumps(out), "", code, where="local")
+
+
+def test_probe_shape_provider_and_dim_default(dynamic_hw_onnx):
+    code, out = probe(
+        str(dynamic_hw_onnx), "--runs", "2", "--warmup", "0", "--dim-default", "4", "--provider", "cpu"
+    )
+    assert code == 0, out
+    assert out["inputs"][0]["shape"] == [1, 3, 4, 4]  # an explicit --dim-default still sizes what is left
+    assert out["onnxruntime"]["requested"] == "CPUExecutionProvider"
+    assert "CPUExecutionProvider" in out["onnxruntime"]["available"]
+
+
+def test_sizes_and_provider_reach_the_probe_and_bad_flags_are_one_line():
+    from edgekd.profile.target import parse_dim, parse_shape
+
+    cfg = ProfileConfig(
+        dims={"height": 224}, shapes={"input": [1, 3, 64, 48]}, provider="CUDAExecutionProvider"
+    )
+    args = probe_module.parse_args(["m.onnx", *ProbeSettings.from_config(cfg, threads=1).argv()])
+    assert (args.dim, args.shape) == ([("height", 224)], [("input", [1, 3, 64, 48])])
+    assert args.provider == "CUDAExecutionProvider"
+    default = probe_module.parse_args(["m.onnx", *ProbeSettings.from_config(ProfileConfig(), 1).argv()])
+    assert (default.dim, default.shape, default.provider, default.dim_default) == ([], [], None, None)
+    assert parse_dim("height=224") == ("height", 224)
+    assert parse_shape("in:0=1x3x8X8") == ("in:0", [1, 3, 8, 8])  # names as TF converters write them
+    for bad in ("height", "height=0", "=3"):
+        with pytest.raises(InputError, match=r"^--dim .*expected NAME=SIZE"):
+            parse_dim(bad)
+    for bad in ("input", "input=1x3xx8", "input=1x0x8x8"):
+        with pytest.raises(InputError, match=r"^--shape .*expected INPUT=SHAPE"):
+            parse_shape(bad)
+    with pytest.raises(ValidationError, match="dimension sizes must be >= 1"):
+        ProfileConfig(dims={"height": 0})
+    with pytest.raises(ValidationError, match="shapes must be non-empty"):
+        ProfileConfig(shapes={"input": []})

@@ -12,6 +12,7 @@ import pytest
 from edgekd.errors import InputError
 from edgekd.io import TMP_MARK
 from edgekd.report import (
+    InputSpec,
     ReportInputs,
     build_report,
     environment,
@@ -20,6 +21,7 @@ from edgekd.report import (
     validate_report,
     write_reports,
 )
+from edgekd.report.view import headline
 from edgekd.results import (
     Artifact,
     EpochLog,
@@ -37,6 +39,21 @@ from edgekd.results import (
 TEACHER = ModelSummary(params=272_282, macs=31_220_224, metrics={"accuracy": 0.9231, "top5": 0.9987})
 STUDENT = ModelSummary(params=75_210, macs=8_103_552, metrics={"accuracy": 0.9118, "top5": 0.9981})
 DEVICE = {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2}
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+INPUT = InputSpec(
+    "student.onnx", "input", ("batch", 1, 28, 28), "float32", (0.286,), (0.353,), classes=CLASSES
+)
 
 
 def _profile(threads: int, p50: float, spread: float = 0.12) -> Profile:
@@ -131,6 +148,7 @@ def make_report(**overrides: object) -> dict:
             "distill": {"seconds": 94.6},
             "export": {"seconds": 3.1, "opset": 18},
         },
+        "input": INPUT,
     }
     kwargs.update(overrides)
     return build_report(ReportInputs(**kwargs))
@@ -217,6 +235,11 @@ REQUIRED = [
     "gates[1].passed",
     "stages",
     "stages.distill.seconds",
+    "input.name",
+    "input.shape",
+    "input.layout",
+    "input.preprocessing.mean",
+    "input.preprocessing.std",
 ]
 
 
@@ -250,6 +273,11 @@ def test_removing_a_required_key_fails_naming_it(report: dict, path: str) -> Non
         ("task", "detection", "task"),
         ("artifacts[0].parity.max_abs_diff", float("nan"), "max_abs_diff"),
         ("schema_version", 2, "schema_version 2"),
+        ("input.preprocessing.std", [0.0], "input.preprocessing.std"),
+        ("input.preprocessing.mean", [0.1, 0.2, 0.3], "3 channels but std has 1"),
+        ("input.shape", ["batch", True, 28, 28], "input.shape"),
+        ("input.layout", "CHW", "input.layout"),
+        ("gates[0].kind", "user", "gates[0].kind"),
     ],
 )
 def test_bad_values_are_rejected_with_their_path(report: dict, path: str, value: object, expect: str) -> None:
@@ -380,3 +408,113 @@ def test_render_refuses_missing_or_invalid_reports(tmp_path: Path, report: dict)
 def test_unknown_format_is_an_input_error(tmp_path: Path, report: dict) -> None:
     with pytest.raises(InputError, match="unknown report format 'pdf'"):
         write_reports(tmp_path, report, ["json", "pdf"])
+
+
+# ------------------------------------------------------------------------- parity checks vs deploy gates
+
+PARITY = [Gate("parity:teacher.onnx", 2.1e-6, 1e-3, True), Gate("parity:student.onnx", 3.4e-6, 1e-3, True)]
+
+
+def test_parity_checks_are_not_counted_as_deploy_gates(tmp_path: Path) -> None:
+    rep = make_report(parity=PARITY, gates=[])
+    assert [(g["name"], g["kind"]) for g in rep["gates"]] == [
+        ("parity:teacher.onnx", "parity"),
+        ("parity:student.onnx", "parity"),
+    ]
+    assert {"name", "value", "limit", "passed"} <= set(rep["gates"][0])  # the contract's shape, plus kind
+    write_reports(tmp_path, rep, ["md", "html"])
+    md = (tmp_path / "report.md").read_text()
+    assert "All deploy gates passed" not in md and "All deploy gates passed" not in headline(rep)
+    assert "Parity checks passed (2 of 2). No deploy gates were configured." in headline(rep)
+    assert "No deploy gates were configured." in md and "## Parity checks" in md
+    assert "| parity:student.onnx | 3.4e-06 | 0.001 | pass |" in md
+
+
+def test_deploy_gates_and_parity_checks_are_counted_apart(tmp_path: Path) -> None:
+    gates = [
+        Gate("max_size_mb:student.onnx", 0.3, 2, True),
+        Gate("min_speedup:student.onnx", 1.4, 2.0, False),
+    ]
+    failed_parity = [PARITY[0], Gate("parity:student.onnx", 0.02, 1e-3, False)]
+    rep = make_report(parity=failed_parity, gates=gates)
+    assert [g["kind"] for g in rep["gates"]] == ["parity", "parity", "gate", "gate"]
+    assert headline(rep).splitlines()[-1] == (
+        "1 of 2 parity checks FAILED: parity:student.onnx. "
+        "1 of 2 deploy gates FAILED: min_speedup:student.onnx."
+    )
+    write_reports(tmp_path, make_report(parity=PARITY, gates=gates[:1]), ["md"])
+    md = (tmp_path / "report.md").read_text()
+    assert "All deploy gates passed (1 of 1)." in md and "Parity checks passed (2 of 2)." in md
+
+
+def test_reports_written_before_gate_kinds_tell_parity_apart_by_name() -> None:
+    old = make_report(parity=PARITY, gates=[Gate("max_size_mb:student.onnx", 0.3, 2, True)])
+    for gate in old["gates"]:
+        del gate["kind"]
+    validate_report(old)
+    assert (
+        headline(old).splitlines()[-1] == "Parity checks passed (2 of 2). All deploy gates passed (1 of 1)."
+    )
+
+
+# ---------------------------------------------------------------------------------- input and deployment
+
+
+def test_input_block_is_recorded_and_validated(report: dict) -> None:
+    assert report["input"] == {
+        "artifact": "student.onnx",
+        "name": "input",
+        "shape": ["batch", 1, 28, 28],
+        "dtype": "float32",
+        "layout": "NCHW",
+        "preprocessing": {
+            "preset": None,
+            "mean": [0.286],
+            "std": [0.353],
+            "formula": "x = (pixel / 255 - mean) / std",
+        },
+        "classes": list(CLASSES),
+    }
+    both = copy.deepcopy(report)
+    both["input"]["outputs"] = {"pitch": "radians"}
+    with pytest.raises(InputError, match="exactly one of 'classes'"):
+        validate_report(both)
+    older = copy.deepcopy(report)
+    del older["input"]  # reports written before the addition stay valid
+    validate_report(older)
+
+
+def test_regression_input_names_its_outputs_instead_of_classes() -> None:
+    spec = InputSpec(
+        "student.onnx",
+        "input",
+        ("batch", 1, 36, 60),
+        "float32",
+        (0.5,),
+        (0.21,),
+        outputs={"pitch": "radians"},
+    )
+    rep = make_report(input=spec)
+    validate_report(rep)
+    assert rep["input"]["outputs"] == {"pitch": "radians"} and "classes" not in rep["input"]
+
+
+def test_markdown_and_html_show_how_to_call_the_shipped_file(written: tuple[Path, list[Path]]) -> None:
+    md = (written[0] / "report.md").read_text()
+    section = md.split("## Input and deployment", 1)[1].split("\n## ", 1)[0]
+    assert "| Shape | batch × 1 × 28 × 28 |" in section and "| Layout | NCHW |" in section
+    assert "| Classes (10) | 0 T-shirt/top, 1 Trouser," in section
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    compile(snippet, "snippet.py", "exec")
+    assert "\n\n\ndef preprocess(images):" in snippet  # code blocks keep their blank lines
+    assert 'session.run(None, {"input": preprocess(images)})' in snippet
+    assert 'CLASSES = [\n    "T-shirt/top", "Trouser",' in snippet
+    html = (written[0] / "report.html").read_text()
+    assert "<h2>Input and deployment</h2>" in html and '<pre><code class="language-python">' in html
+    assert "&#34;T-shirt/top&#34;" in html  # escaped in the page, plain quotes when copied
+
+
+def test_report_without_input_has_no_deploy_section(tmp_path: Path) -> None:
+    write_reports(tmp_path, make_report(input=None), ["json", "md", "html"])
+    assert json.loads((tmp_path / "report.json").read_text())["input"] is None
+    assert "Input and deployment" not in (tmp_path / "report.md").read_text()

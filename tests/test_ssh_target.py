@@ -12,7 +12,10 @@ does on CI).
 from __future__ import annotations
 
 import getpass
+import json
+import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,13 +23,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
+from edgekd.cli import main
 from edgekd.errors import EdgekdError, InputError
-from edgekd.profile import ProbeSettings, to_profile
+from edgekd.profile import ProbeSettings, profile_model, to_profile
 from edgekd.profile.resolve import load_targets_file, resolve_target, validate_spec
-from edgekd.profile.ssh import SSHTarget, parse_ssh_url
+from edgekd.profile.ssh import TRANSFER, SSHTarget, parse_ssh_url
+from edgekd.recipe.schema import ProfileConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER = REPO / "recipes" / "teachers" / "fmnist_resnet20.pt"
@@ -77,6 +83,16 @@ class Server:
         fields.update(extra)
         return fields
 
+    def url(self, **query: str) -> str:
+        """This server as an ``ssh://`` URL, the client's files (and ``query``) as its query fields."""
+        fields = {
+            "python": sys.executable,
+            "identity_file": str(self.user_key),
+            "ssh_config": str(self.ssh_config),
+            **query,
+        }
+        return f"ssh://{self.user}@127.0.0.1:{self.port}?{urlencode(fields)}"
+
     def client_config(self, known_hosts: str) -> Path:
         """Another ssh_config whose known_hosts file holds ``known_hosts`` (for host-key failures)."""
         path = self.root / f"known_hosts.{abs(hash(known_hosts))}"
@@ -84,6 +100,49 @@ class Server:
         config = self.root / f"ssh_config.{abs(hash(known_hosts))}"
         config.write_text(f"Host *\n  UserKnownHostsFile {path}\n  GlobalKnownHostsFile /dev/null\n")
         return config
+
+
+def _start_sshd(
+    binary: str, root: Path, host_key: Path, name: str, sftp: bool
+) -> tuple[subprocess.Popen, int]:
+    """``sshd -D`` from ``root/name.config`` on a free loopback port; ``sftp=False`` leaves out the subsystem
+    (as minimal images and Dropbear do), so only plain ssh sessions work there."""
+    for _attempt in range(3):  # the free port can be taken between probing and binding
+        port = _free_port()
+        config = root / f"{name}.config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
+            f"PidFile {root / name}.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
+            + ("Subsystem sftp internal-sftp\n" if sftp else "")
+        )
+        log = root / f"{name}.log"
+        with open(log, "wb") as sink:
+            proc = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stdout=sink, stderr=sink)
+        deadline = time.monotonic() + 15
+        while (
+            time.monotonic() < deadline and proc.poll() is None and "Server listening" not in log.read_text()
+        ):
+            time.sleep(0.05)
+        if proc.poll() is None and "Server listening" in log.read_text():
+            return proc, port
+        proc.kill()
+        proc.wait()
+    pytest.fail(f"sshd did not start: {log.read_text()[-500:]}")
+
+
+def _stop_sshd(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _known_hosts_line(port: int, host_key: Path) -> str:
+    return f"[127.0.0.1]:{port} {' '.join(host_key.with_suffix('.pub').read_text().split()[:2])}\n"
 
 
 @pytest.fixture(scope="module")
@@ -94,41 +153,25 @@ def sshd(tmp_path_factory) -> Server:
     (root / "authorized_keys").write_text(user_key.with_suffix(".pub").read_text())
     if os.geteuid() == 0:  # a root sshd refuses to start without its privilege-separation directory
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    for _attempt in range(3):  # the free port can be taken between probing and binding
-        port = _free_port()
-        config = root / "sshd_config"
-        config.write_text(
-            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
-            f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
-            f"PidFile {root / 'sshd.pid'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-            "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
-        )
-        log = root / "sshd.log"
-        with open(log, "wb") as sink:
-            proc = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stdout=sink, stderr=sink)
-        deadline = time.monotonic() + 15
-        while (
-            time.monotonic() < deadline and proc.poll() is None and "Server listening" not in log.read_text()
-        ):
-            time.sleep(0.05)
-        if proc.poll() is None and "Server listening" in log.read_text():
-            break
-        proc.kill()
-        proc.wait()
-    else:
-        pytest.fail(f"sshd did not start: {log.read_text()[-500:]}")
-    known = f"[127.0.0.1]:{port} {' '.join(host_key.with_suffix('.pub').read_text().split()[:2])}\n"
+    proc, port = _start_sshd(binary, root, host_key, "sshd", sftp=True)
     server = Server(root, port, getpass.getuser(), user_key, other_key, host_key, Path())
-    server.ssh_config = server.client_config(known)
+    server.ssh_config = server.client_config(_known_hosts_line(port, host_key))
     try:
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop_sshd(proc)
+
+
+@pytest.fixture(scope="module")
+def sshd_no_sftp(sshd) -> Server:
+    """A second sshd with the same keys and no ``Subsystem sftp``: ssh works, SFTP (so modern scp) does not."""
+    proc, port = _start_sshd(_sshd_binary(), sshd.root, sshd.host_key, "sshd-no-sftp", sftp=False)
+    server = Server(sshd.root, port, sshd.user, sshd.user_key, sshd.other_key, sshd.host_key, Path())
+    server.ssh_config = server.client_config(_known_hosts_line(port, sshd.host_key))
+    try:
+        yield server
+    finally:
+        _stop_sshd(proc)
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +322,64 @@ def test_device_side_timeout_stops_the_probe(sshd, model_onnx):
     assert _remote_dirs() == before
 
 
+# ------------------------------------------------------------------------------------- transfers without SFTP
+def test_a_device_without_sftp_profiles_end_to_end(sshd_no_sftp, model_onnx):
+    """scp (SFTP since OpenSSH 9) fails there with "Connection closed"; edgekd's transfer needs only ssh."""
+    scp = subprocess.run(
+        [
+            "scp",
+            "-q",
+            "-F",
+            str(sshd_no_sftp.ssh_config),
+            "-i",
+            str(sshd_no_sftp.user_key),
+            "-o",
+            "BatchMode=yes",
+        ]
+        + ["-P", str(sshd_no_sftp.port), str(model_onnx), f"{sshd_no_sftp.user}@127.0.0.1:/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert scp.returncode != 0 and "connection closed" in scp.stderr.lower(), "the server must lack SFTP"
+    before = _remote_dirs()
+
+    url = sshd_no_sftp.url()
+    cfg = ProfileConfig(targets=[url], threads=[1], runs=5, warmup=1, op_profile=False)
+    (profile,) = profile_model(model_onnx, cfg, target=url)
+
+    assert profile.target == url and profile.runs == 5 and profile.latency_ms.p50 > 0
+    assert profile.device["ssh"]["destination"] == f"{sshd_no_sftp.user}@127.0.0.1:{sshd_no_sftp.port}"
+    assert profile.device["measurement"]["baseline_rss_mb"] > 0  # the baseline ran there too
+    assert _remote_dirs() == before
+
+
+@pytest.mark.parametrize(
+    ("receiver", "expected"),
+    [  # what the device's Python does when it is handed a file (other invocations run the real one)
+        (
+            'echo "OSError: [Errno 28] No space left on device" >&2; exit 1',
+            rf"copying probe\.py over {re.escape(TRANSFER)} to .*/probe\.py failed \(OSError: \[Errno 28\] No space",
+        ),
+        (
+            f'head -c 1000 | {sys.executable} "$@"; exit $?',
+            rf"probe\.py arrived changed at .*/probe\.py \(1000 of \d+ bytes, sha256 \w+ instead of \w+\) over "
+            rf"{re.escape(TRANSFER)}",
+        ),
+    ],
+    ids=["device-disk-full", "copy-arrives-short"],
+)
+def test_a_failed_copy_names_the_file_and_the_transfer(sshd, tmp_path, receiver, expected):
+    python = _wrapper(
+        tmp_path, "python", f'case "$2" in *sha256*) {receiver};; esac\nexec {sys.executable} "$@"'
+    )
+    target = SSHTarget(validate_spec(sshd.spec_fields(python=str(python)), "t"), name="t")
+    before = _remote_dirs()
+    with pytest.raises(EdgekdError, match=rf"^target t: {expected}"):
+        target.baseline()
+    assert _remote_dirs() == before, "the remote temp dir must be removed after a failed copy"
+
+
 # ------------------------------------------------------------------------------- names, URLs, targets.yaml
 def test_resolution_order_and_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEKD_TARGETS", str(tmp_path / "targets.yaml"))
@@ -403,3 +504,97 @@ def test_profile_command_on_a_remote_target_with_a_latency_gate(sshd, model_onnx
     error = one_line_error(cli(*common, "--max-ms", "p50=0.0001"), code=3)
     assert "max_latency_ms:resnet20.onnx@bench" in error
     assert "--max-ms" in one_line_error(cli(*common, "--max-ms", "p95=3"), code=2)
+
+
+# ------------------------------------------------------------------------------------- edgekd targets [--check]
+@pytest.fixture
+def edgekd_main(monkeypatch, capsys):
+    """``edgekd ARGS`` through the entry point (:func:`edgekd.cli.main`) in this process → (code, out, err).
+
+    In-process because the command's own work takes well under a second, while a fresh interpreter spends
+    several importing torch. The console log handler a command adds (on capsys' stream) is dropped after.
+    """
+    log = logging.getLogger("edgekd")
+    level = log.level
+    monkeypatch.setattr(log, "handlers", [])
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["edgekd", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    yield run
+    log.setLevel(level)
+
+
+def test_targets_lists_registered_and_named_targets(sshd, tmp_path, monkeypatch, edgekd_main):
+    monkeypatch.setenv("EDGEKD_TARGETS", str(tmp_path / "targets.yaml"))
+    code, out, _ = edgekd_main("targets")
+    assert code == 0 and re.search(r"^local +local +this machine", out, re.M)
+    assert f"no {tmp_path / 'targets.yaml'}: create it" in out and "ssh://user@host[:port]" in out
+
+    monkeypatch.setenv("EDGEKD_TARGETS", str(_bench_targets(sshd, tmp_path)))
+    code, out, _ = edgekd_main("targets")
+    destination = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    assert code == 0 and re.search(rf"^bench +ssh +{re.escape(destination)} +1 +loopback sshd$", out, re.M)
+    code, out, _ = edgekd_main("targets", "--json")
+    listing = json.loads(out)
+    assert [(t["name"], t["kind"]) for t in listing["targets"]] == [("local", "local"), ("bench", "ssh")]
+    assert listing["targets"][1]["address"] == destination and listing["targets_file_found"] is True
+
+
+@pytest.mark.parametrize(
+    ("device", "code", "statuses", "failure"),
+    [
+        ("good", 0, ["ok", "ok", "ok", "ok"], None),
+        ("no-onnxruntime", 1, ["ok", "ok", "ok", "fail"], r"not installed for .*-m pip install onnxruntime"),
+        ("unreachable", 1, ["fail", "skip", "skip", "skip"], r"cannot reach 127\.0\.0\.1:\d+ \(.*refused"),
+    ],
+)
+def test_targets_check_one_line_per_step(
+    sshd, tmp_path, monkeypatch, edgekd_main, device, code, statuses, failure
+):
+    monkeypatch.setenv("EDGEKD_TARGETS", str(_bench_targets(sshd, tmp_path)))
+    if device == "no-onnxruntime":  # numpy importable, onnxruntime not: the venv's numpy alone on the path
+        import numpy
+
+        (tmp_path / "numpy-only").mkdir()
+        for package in Path(numpy.__file__).parent.parent.glob("numpy*"):
+            (tmp_path / "numpy-only" / package.name).symlink_to(package)
+        python = _wrapper(
+            tmp_path, "python", f'PYTHONPATH={tmp_path / "numpy-only"} exec {sys.executable} -S "$@"'
+        )
+        name = sshd.url(python=str(python))
+    else:
+        name = "bench" if device == "good" else f"ssh://127.0.0.1:{_free_port()}?ssh_config={sshd.ssh_config}"
+
+    got, out, err = edgekd_main("targets", "--check", name)
+    lines = out.splitlines()
+    assert got == code and lines[0].startswith(f"{name} (ssh, ")
+    assert [line.split()[:2] for line in lines[1:]] == [
+        [{"ok": "ok", "fail": "FAIL", "skip": "skip"}[s], step]
+        for s, step in zip(statuses, ("ssh", "python", "numpy", "onnxruntime"), strict=True)
+    ]
+    if failure is None:
+        assert err == "" and re.search(r"onnxruntime +\d+\.\d+.*CPUExecutionProvider", out)
+        assert re.search(r"python +3\.\d+", out)
+    else:
+        assert re.search(rf"FAIL +\S+ +{failure}", out)
+        (error,) = err.strip().splitlines()
+        assert error.startswith(f"edgekd: error: target {name}: check failed")
+
+    code_json, out_json, _ = edgekd_main("targets", "--check", name, "--json")
+    answer = json.loads(out_json)
+    assert code_json == code and answer["ok"] is (code == 0) and answer["kind"] == "ssh"
+    assert [c["status"] for c in answer["checks"]] == statuses
+
+
+def test_targets_check_an_unknown_name_is_bad_input(tmp_path, monkeypatch, edgekd_main):
+    monkeypatch.setenv("EDGEKD_TARGETS", str(tmp_path / "targets.yaml"))
+    code, out, err = edgekd_main("targets", "--check", "pi5")
+    assert code == 2 and out == "" and err.startswith("edgekd: error: unknown target 'pi5'")

@@ -1,6 +1,6 @@
 """The ``edgekd`` command line: it parses arguments, calls one stage, prints the result.
 
-Exit codes (CONVENTIONS.md): 0 success · 1 runtime failure · 2 bad input · 3 a deploy gate failed.
+Exit codes (docs/run-directory.md): 0 success · 1 runtime failure · 2 bad input · 3 a deploy gate failed.
 Errors are one line on stderr; ``--debug`` (or ``EDGEKD_DEBUG=1``) shows the traceback.
 """
 
@@ -25,6 +25,7 @@ from edgekd.cli.options import (
 )
 from edgekd.cli.policy import command, one_line
 from edgekd.errors import InputError
+from edgekd.registry import did_you_mean
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -36,7 +37,26 @@ def cli() -> None:
     Quick start:
       edgekd compress recipes/quickstart.yaml --out runs/quickstart
     Each pipeline stage is also a command: train, prune, distill, export, profile, report.
+    `edgekd help COMMAND` is `edgekd COMMAND --help`.
     """
+
+
+# For people who type `help` first, as git and pip answer it. Resolved through the group at run time, so every
+# command added later has its help here too. (A click docstring is the user's help text, hence this comment.)
+@cli.command("help", short_help="Show the help of edgekd or of one command.")
+@click.argument("names", nargs=-1, metavar="[COMMAND]")
+@click.pass_context
+def help_command(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Show the help of edgekd, or of COMMAND: `edgekd help compress` is `edgekd compress --help`."""
+    target = ctx.parent or ctx
+    for name in names:
+        group = target.command
+        sub = group.get_command(target, name) if isinstance(group, click.Group) else None
+        if sub is None:
+            valid = group.list_commands(target) if isinstance(group, click.Group) else []
+            raise click.UsageError(f"no command '{name}'{did_you_mean(name, valid)}", ctx)
+        target = sub.context_class(sub, info_name=name, parent=target, **sub.context_settings)
+    click.echo(target.get_help(), color=target.color)
 
 
 @cli.command(short_help="Train a teacher from a recipe.")
@@ -258,6 +278,27 @@ def export(
     metavar="Q=MS",
     help="Deploy gate, e.g. p90=20: exit 3 when any setting's percentile (p50|p90|p99) exceeds MS.",
 )
+@click.option(
+    "--dim",
+    "dims",
+    multiple=True,
+    metavar="NAME=SIZE",
+    help="Size of a named dynamic input dimension, e.g. height=224 (repeatable). Default: the size an edgekd "
+    "export recorded; a dynamic non-batch dimension without one is refused.",
+)
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    metavar="INPUT=SHAPE",
+    help="Whole shape of one input, e.g. input=1x3x224x224 (repeatable; wins over --dim; axis 0 = --batch).",
+)
+@click.option(
+    "--provider",
+    metavar="NAME",
+    help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider, TensorrtExecutionProvider, "
+    "CoreMLExecutionProvider (default: CPU); refused where the device's onnxruntime lacks it.",
+)
 @JSON_OPT
 @command
 def profile(
@@ -269,17 +310,21 @@ def profile(
     warmup: int,
     targets: tuple[str, ...],
     max_ms: tuple[str, ...],
+    dims: tuple[str, ...],
+    shapes: tuple[str, ...],
+    provider: str | None,
     as_json: bool,
 ) -> None:
     """Measure latency and peak memory of any ONNX file with ONNX Runtime (fresh process per setting).
 
     The probe runs in a fresh process per setting, on this machine or on a device over SSH (the system
     ssh/scp, so ~/.ssh/config, keys and ProxyJump apply; the device needs Python >= 3.8, numpy and
-    onnxruntime, not edgekd).
+    onnxruntime, not edgekd). Inputs are random, of the shape --shape/--dim give, else of the size an edgekd
+    export recorded; the shapes fed are in the JSON's device.inputs, the providers used in device.onnxruntime.
     """
     from edgekd.profile import profile_files
+    from edgekd.profile.target import parse_dim, parse_shape
     from edgekd.recipe.schema import ProfileConfig
-    from edgekd.report.gates import latency_gates, parse_latency_limits, raise_if_failed
     from edgekd.results import to_dict
 
     try:
@@ -290,10 +335,16 @@ def profile(
             warmup=warmup,
             runs=runs,
             time_budget_s=time_budget,
+            dims=dict(parse_dim(text) for text in dims),  # repeated names: the rightmost wins
+            shapes=dict(parse_shape(text) for text in shapes),
+            provider=provider,
         )
     except ValueError as exc:
         raise InputError(f"profile: {exc}") from None
-    limits = parse_latency_limits(max_ms, targets)  # bad gates fail before anything is timed
+    if max_ms:  # only then: the report package is the slow part of starting `edgekd profile`
+        from edgekd.report.gates import latency_gates, parse_latency_limits, raise_if_failed
+
+        limits = parse_latency_limits(max_ms, targets)  # bad gates fail before anything is timed
     profiles = profile_files({model.name: model}, cfg)[model.name]
 
     def human() -> None:
@@ -307,7 +358,8 @@ def profile(
             )
 
     emit([to_dict(p) for p in profiles], as_json, human)
-    raise_if_failed([g for gate in limits for g in latency_gates(model.name, profiles, gate)])
+    if max_ms:
+        raise_if_failed([g for gate in limits for g in latency_gates(model.name, profiles, gate)])
 
 
 @cli.command(short_help="Regenerate the human reports of a run.")
@@ -321,6 +373,67 @@ def report(run_dir: Path) -> None:
         click.echo(str(path))
 
 
+@cli.command(short_help="List the profiling targets; check one device.")
+@click.option(
+    "--check",
+    "check_name",
+    metavar="NAME",
+    help="Verify this target (a name or an ssh:// URL), one line per step: ssh reachable and authenticated, "
+    "Python >= 3.8, numpy, onnxruntime. Exit 1 when a check fails.",
+)
+@JSON_OPT
+@command
+def targets(check_name: str | None, as_json: bool) -> None:
+    """List the targets --target and profile.targets accept, or check one device before profiling on it.
+
+    Lists the registered targets (local) and the named entries of targets.yaml ($EDGEKD_TARGETS, else
+    ./targets.yaml) with their kind and address. With --check NAME it connects and verifies what a
+    measurement needs, printing ok/FAIL and the reason per step. Exit 0: all passed · 1: a check failed ·
+    2: an unknown target or an invalid targets.yaml.
+    """
+    from edgekd.errors import EdgekdError
+    from edgekd.profile.resolve import check_target, list_targets
+    from edgekd.results import to_dict
+
+    if check_name is None:
+        listing = list_targets()
+        emit(to_dict(listing), as_json, lambda: _echo_targets(listing))
+        return
+    result = check_target(check_name)
+    emit(to_dict(result), as_json, lambda: _echo_check(result))
+    if not result.ok:
+        failed = ", ".join(c.name for c in result.checks if c.status == "fail")
+        raise EdgekdError(
+            f"target {check_name}: check failed ({failed}); fix what its FAIL line says, then rerun "
+            f"edgekd targets --check {check_name}"
+        )
+
+
+def _echo_targets(listing) -> None:  # noqa: ANN001  (a TargetList; imported lazily like every stage)
+    """The target list as an aligned table, then where named targets come from and the URL forms."""
+    rows = [("NAME", "KIND", "ADDRESS", "THREADS", "NOTES")]
+    for t in listing.targets:
+        threads = ",".join(map(str, t.threads)) if t.threads else "-"
+        rows.append((t.name, t.kind, t.address, threads, t.notes or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[4])
+    if listing.targets_file_found:
+        click.echo(f"named targets from {listing.targets_file}")
+    else:
+        click.echo(f"no {listing.targets_file}: create it (or set $EDGEKD_TARGETS) to name devices")
+    click.echo(f"any device by URL: {', '.join(listing.url_forms)}")
+
+
+def _echo_check(result) -> None:  # noqa: ANN001  (a TargetCheck)
+    """``NAME (kind, address)``, then one ``ok``/``FAIL``/``skip`` line per step with its detail."""
+    click.echo(f"{result.target} ({result.kind}, {result.address})")
+    width = max(len(c.name) for c in result.checks)
+    for c in result.checks:
+        status = {"ok": "ok", "fail": "FAIL", "skip": "skip"}[c.status]
+        click.echo(f"  {status:<4}  {c.name:<{width}}  {c.detail}")
+
+
 @cli.command(short_help="Print the recipe JSON Schema.")
 @click.option("--json", "as_json", is_flag=True, default=True, hidden=True)
 @command
@@ -331,12 +444,24 @@ def schema(as_json: bool) -> None:
     click.echo(json.dumps(Recipe.model_json_schema(), indent=2))
 
 
+# click >= 8.2 raises this for a bare `edgekd` (and would print the help on stderr, exit 2); 8.1 printed it itself.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main() -> None:
-    """Entry point. Usage errors (bad option, missing argument) are one line and exit 2, like bad input."""
+    """Entry point. Usage errors (bad option, missing argument) are one line and exit 2, like bad input.
+
+    A bare ``edgekd`` is a request for help, not a usage error: the help goes to stdout and the exit is 0, as
+    with ``--help``. Shell completion (``_EDGEKD_COMPLETE=bash_source edgekd``) is answered inside
+    ``cli.main``, which exits by itself.
+    """
     try:
         cli.main(prog_name="edgekd", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except _NO_ARGS_IS_HELP as exc:
+        click.echo(exc.ctx.get_help(), color=exc.ctx.color)
+        sys.exit(0)
     except click.Abort:
         click.echo("edgekd: interrupted", err=True)
         sys.exit(130)

@@ -14,8 +14,8 @@ from edgekd.export.fp32 import export_onnx
 from edgekd.export.ort import OrtPredictor, create_session, evaluate_onnx, evaluate_session, session_options
 from edgekd.export.parity import ParityLimits, ParityReference
 from edgekd.export.stage import STAGE, export_student, run
-from edgekd.export.validate import check_onnx_file
 from edgekd.export.variants import export_variants, variant_paths
+from edgekd.onnxfile import check_onnx_file
 
 __all__ = [
     "STAGE",

@@ -26,7 +26,7 @@ from pathlib import Path
 from edgekd.errors import EdgekdError
 from edgekd.export._ship import DerivedModel, restamp_metadata, ship
 from edgekd.export.parity import ParityLimits, ParityReference
-from edgekd.export.validate import check_onnx_file
+from edgekd.onnxfile import check_onnx_file
 from edgekd.results import Artifact
 
 log = logging.getLogger("edgekd.export")

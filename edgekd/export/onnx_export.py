@@ -42,7 +42,16 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 BATCH_DIM = "batch"
 SPATIAL_DIMS = ("height", "width")  # symbolic input/output H×W of dense (segmentation) exports
-RESERVED_KEYS = ("preprocessing", "input_name", "input_shape", "class_names", "task", "edgekd_version")
+RESERVED_KEYS = (
+    "preprocessing",
+    "mean",
+    "std",
+    "input_name",
+    "input_shape",
+    "class_names",
+    "task",
+    "edgekd_version",
+)
 
 
 def torch_to_onnx(
@@ -168,7 +177,8 @@ def build_metadata(
     """The ``metadata_props`` a deployed file needs to be fed and read correctly without edgekd.
 
     Args:
-        data: Supplies preprocessing, input shape and class names.
+        data: Supplies preprocessing (as prose and as ``mean``/``std`` JSON lists), input shape and class
+            names.
         task: Its name tells a consumer how to read the output.
         dynamic_batch: Whether the batch axis is symbolic (``"batch"``) or fixed at 1.
         extra: Caller's keys (e.g. ``role``, ``model``); they may not override the keys above.
@@ -179,6 +189,9 @@ def build_metadata(
     height, width = data.input_size  # dense exports accept any H×W; this is the size the model was trained at
     props = {
         "preprocessing": data.preprocessing.describe(),
+        # the same numbers as JSON lists, so a consumer (and the report's deploy snippet) need not parse prose
+        "mean": json.dumps(list(data.preprocessing.mean)),
+        "std": json.dumps(list(data.preprocessing.std)),
         "input_name": INPUT_NAME,
         "input_shape": json.dumps([BATCH_DIM if dynamic_batch else 1, data.in_channels, height, width]),
         "class_names": json.dumps(list(data.class_names)),

@@ -17,7 +17,7 @@ import torch
 
 from edgekd.engine.evaluate import evaluate
 from edgekd.errors import InputError
-from edgekd.export.validate import check_onnx_file
+from edgekd.onnxfile import check_onnx_file
 
 if TYPE_CHECKING:
     import onnxruntime as ort

@@ -53,7 +53,7 @@ from edgekd.data.base import DataBundle
 from edgekd.errors import EdgekdError
 from edgekd.export._ship import DerivedModel, restamp_metadata, ship
 from edgekd.export.parity import ParityLimits, ParityReference
-from edgekd.export.validate import check_onnx_file
+from edgekd.onnxfile import check_onnx_file
 from edgekd.results import Artifact
 
 log = logging.getLogger("edgekd.export")

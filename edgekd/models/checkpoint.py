@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
             f"{p}: not a PyTorch checkpoint (neither a torch.save archive nor a pickle); check the path"
         )
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_PROTOCOL_WARNING, category=UserWarning)
+            obj = torch.load(p, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as exc:
         raise InputError(_unpickling_refusal(p, str(exc))) from None
     except Exception as exc:  # arbitrary bytes make the unpickler raise anything (IndexError, …)
@@ -46,6 +49,10 @@ def load_checkpoint(path: str | os.PathLike, trust: bool = False) -> dict[str, A
     return obj
 
 
+# torch's safe unpickler warns (several lines, on stderr) about any pickle protocol but 2, before it refuses a
+# plain pickle that needs full unpickling; edgekd's one-line refusal says what matters, so that warning alone is
+# silenced, and only around edgekd's own load.
+_PROTOCOL_WARNING = r"Detected pickle protocol \d+ in the checkpoint"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since 1.6
 _PICKLE_PROTO = b"\x80"  # PROTO opcode: legacy torch.save files and plain pickles start with it
 _GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")

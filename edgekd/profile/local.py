@@ -9,7 +9,10 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.profile import TARGETS
+from edgekd.profile.checks import PREFLIGHT_SCRIPT, Check, read_preflight
 from edgekd.profile.target import PROBE_PATH, ProbeSettings, Target, parse_probe_output
+
+HERE = "this machine"
 
 
 @TARGETS.register("local")
@@ -28,6 +31,27 @@ class LocalTarget(Target):
     """
 
     name = "local"
+
+    @property
+    def address(self) -> str:
+        return HERE
+
+    def check(self) -> list[Check]:
+        """The device checks of an ssh target, run with this Python (what the local probe runs with)."""
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", PREFLIGHT_SCRIPT],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise EdgekdError(
+                f"checking local: {sys.executable} did not finish importing numpy and onnxruntime within 120 s; "
+                f"run {sys.executable} -c 'import onnxruntime' to see why"
+            ) from None
+        return read_preflight(done, sys.executable, HERE)[0]
 
     def run_probe(self, model_path: Path | None, settings: ProbeSettings) -> dict[str, Any]:
         cmd = [sys.executable, str(PROBE_PATH)]

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from edgekd.export.validate import check_onnx_file
+from edgekd.onnxfile import check_onnx_file
 from edgekd.profile.target import ProbeSettings, Target
 from edgekd.recipe.schema import ProfileConfig
 from edgekd.results import LatencyStats, Profile

@@ -3,15 +3,20 @@
 Why standalone: the same file must run on this machine (the ``local`` target) and on a Raspberry Pi or Jetson
 over SSH, where only Python >= 3.8, numpy and onnxruntime exist. So: no edgekd import, no syntax newer than
 3.8, and the whole answer is ONE JSON object on stdout (errors too: ``{"error": "..."}`` with exit code 1;
-bad arguments exit 2). Why a fresh process per measurement: peak RSS is a per-process high-water mark, so
-only a process that loaded nothing but this model reports that model's memory (see :func:`peak_rss_mb`);
-``--baseline`` reports the same interpreter with numpy + onnxruntime imported and no session, so the caller
-can subtract it.
+exit code 2 when the request cannot be met as asked: bad arguments, an execution provider this onnxruntime
+lacks, a dynamic input dimension with no size). Why a fresh process per measurement: peak RSS is a per-process
+high-water mark, so only a process that loaded nothing but this model reports that model's memory (see
+:func:`peak_rss_mb`); ``--baseline`` reports the same interpreter with numpy + onnxruntime imported and no
+session, so the caller can subtract it.
 
 Protocol of one measurement:
-  1. create the session (timed: ``load_ms``); intra-op threads as asked (0 = ORT's default; the pool size
-     actually created is recorded), ``inter_op_num_threads=1``, sequential execution;
-  2. one inference on random inputs, timed on its own (``latency_ms.first``, excluded from the statistics);
+  1. create the session (timed: ``load_ms``) on ``--provider`` (default CPU; the providers the session really
+     registered are recorded); intra-op threads as asked (0 = ORT's default; the pool size actually created is
+     recorded), ``inter_op_num_threads=1``, sequential execution;
+  2. one inference on random inputs, timed on its own (``latency_ms.first``, excluded from the statistics).
+     Input shapes: ``--shape INPUT=1x3x224x224``, else per axis its fixed size, ``--dim NAME=SIZE``, ``--batch``
+     for a dynamic axis 0, or the size edgekd's export recorded (``input_shape`` metadata); any other dynamic
+     axis is refused (exit 2) unless ``--dim-default`` is given, since a 1x1 image would time nothing;
   3. ``--warmup`` untimed inferences;
   4. timed inferences: exactly ``--runs``, or adaptively under ``--time-budget`` seconds: keep going until
      the distribution-free 95% confidence interval of the MEDIAN (order statistics, normal approximation to
@@ -24,6 +29,8 @@ Usage::
 
     python probe.py model.onnx --threads 1 --batch 1 --warmup 5 --time-budget 3
     python probe.py model.onnx --threads 0 --runs 200 --op-profile
+    python probe.py model.onnx --dim height=224 --dim width=224 --provider CUDAExecutionProvider
+    python probe.py model.onnx --shape input=1x3x224x224
     python probe.py model.onnx --tensorrt --tensorrt-fp16      # on a Jetson: also a TensorRT engine
     python probe.py --baseline
 """
@@ -31,6 +38,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import difflib
 import glob
 import json
 import math
@@ -78,7 +86,11 @@ _THROTTLE_BITS = {
 
 
 class ProbeError(Exception):
-    """A failure reported to the caller as ``{"error": message}``."""
+    """A failure reported to the caller as ``{"error": message}`` with exit code 1."""
+
+
+class ProbeInputError(ProbeError):
+    """A request the model or device cannot meet as asked; exit code 2, so the caller can call it bad input."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -253,32 +265,126 @@ def _trained_shape(session):
         return "", []
 
 
-def make_feed(session, batch, dims, dim_default, np):
-    """Random inputs of each declared shape: dim 0 (if dynamic) = batch, named dims from ``dims``."""
+def _close(name, names):
+    match = difflib.get_close_matches(name, names, n=1)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def check_size_names(inputs, args):
+    """Refuse a ``--shape`` input or ``--dim`` name the model does not have: a typo must not go unused."""
+    names = [inp.name for inp in inputs]
+    for name, _ in args.shape:
+        if name not in names:
+            raise ProbeInputError(
+                f"--shape {name}=...: the model has no input '{name}'{_close(name, names)} "
+                f"(inputs: {', '.join(names)})"
+            )
+    symbolic = sorted({d for inp in inputs for d in inp.shape if isinstance(d, str)})
+    for name, _ in args.dim:
+        if name not in symbolic:
+            listed = ", ".join(symbolic) or "none; use --shape INPUT=SHAPE"
+            raise ProbeInputError(
+                f"--dim {name}=...: the model has no dynamic dimension '{name}'{_close(name, symbolic)} "
+                f"(named dimensions: {listed})"
+            )
+
+
+def _given_shape(inp, shape, batch):
+    """``--shape`` for one input, checked against its rank, its fixed sizes and ``--batch``."""
+    text = "x".join(str(d) for d in shape)
+    if len(shape) != len(inp.shape):
+        raise ProbeInputError(
+            f"--shape {inp.name}={text}: input '{inp.name}' has {len(inp.shape)} dimensions "
+            f"{_declared(inp)}, not {len(shape)}"
+        )
+    for axis, dim in enumerate(inp.shape):  # same length, checked above (no zip(strict=) on Python 3.8)
+        if isinstance(dim, int) and dim >= 0 and dim != shape[axis]:
+            raise ProbeInputError(
+                f"--shape {inp.name}={text}: axis {axis} of input '{inp.name}' {_declared(inp)} is fixed at {dim}"
+            )
+    if not (isinstance(inp.shape[0], int) and inp.shape[0] >= 0) and shape[0] != batch:
+        raise ProbeInputError(
+            f"--shape {inp.name}={text}: its batch (axis 0) is {shape[0]} but --batch is {batch}; "
+            f"pass --batch {shape[0]} too (the profile records the batch)"
+        )
+    return list(shape)
+
+
+def _declared(inp):
+    return "[" + ", ".join("?" if d is None else str(d) for d in inp.shape) + "]"
+
+
+def feed_shape(inp, args, recorded):
+    """The shape fed to one input, and its dynamic axes that have no size: ``(shape, [(axis, dim), ...])``.
+
+    Order: the input's ``--shape``; else per axis its fixed size, ``--dim NAME=SIZE``, ``--batch`` for a
+    dynamic axis 0, the size edgekd's export recorded (``recorded``: ``(input name, shape)`` from the
+    ``input_shape`` metadata; a segmentation export's H x W is dynamic, this is its training size). A
+    missing axis is ``None`` in the shape; :func:`make_feed` refuses it rather than guess.
+    """
+    given = dict(args.shape)
+    if inp.name in given:
+        return _given_shape(inp, given[inp.name], args.batch), []
+    dims = dict(args.dim)
+    shape, missing = [], []
+    for axis, dim in enumerate(inp.shape):
+        if isinstance(dim, int) and dim >= 0:
+            if axis == 0 and args.batch != 1 and dim != args.batch:
+                raise ProbeError(
+                    f"input '{inp.name}' has a fixed batch of {dim} but batch {args.batch} was asked; "
+                    f"re-export with a dynamic batch axis or profile with batch {dim}"
+                )
+            shape.append(dim)
+        elif isinstance(dim, str) and dim in dims:
+            shape.append(dims[dim])
+        elif axis == 0:
+            shape.append(args.batch)
+        elif inp.name == recorded[0] and axis < len(recorded[1]) and _is_size(recorded[1][axis]):
+            shape.append(recorded[1][axis])
+        else:
+            shape.append(None)
+            missing.append((axis, dim))
+    return shape, missing
+
+
+def _is_size(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def missing_size_message(model, inp, shape, missing):
+    """One line naming the dynamic axes of ``inp`` without a size and the two ways to give them."""
+    axes = ", ".join(f"{dim} (axis {axis})" if dim else f"axis {axis}" for axis, dim in missing)
+    dims = " ".join(f"--dim {dim}=SIZE" for _, dim in missing if dim)
+    example = "x".join("SIZE" if d is None else str(d) for d in shape)
+    fixes = (
+        f"{dims} or " if dims and all(dim for _, dim in missing) else ""
+    ) + f"--shape {inp.name}={example}"
+    return (
+        f"{os.path.basename(model)}: input '{inp.name}' {_declared(inp)} has dynamic dimensions with no size: "
+        f"{axes} (the model records no input size); pass {fixes}"
+    )
+
+
+def make_feed(session, args, np):
+    """Random inputs of the shapes :func:`feed_shape` resolves, described as fed; refuses missing sizes.
+
+    Returns ``(feed, described, defaulted)``; ``defaulted`` lists the axes set to ``--dim-default`` (only
+    when it is given: without it a dynamic non-batch axis with no size is a :class:`ProbeInputError`).
+    """
     rng = np.random.default_rng(0)
+    inputs = session.get_inputs()
+    check_size_names(inputs, args)
+    recorded = _trained_shape(session)
     feed, described, defaulted = {}, [], []
-    trained = _trained_shape(session)
-    for inp in session.get_inputs():
+    for inp in inputs:
         if inp.type not in _DTYPES:
             raise ProbeError(f"input '{inp.name}' has type {inp.type}, which the probe cannot generate")
-        shape = []
-        for axis, dim in enumerate(inp.shape):
-            if isinstance(dim, int) and dim >= 0:
-                if axis == 0 and batch != 1 and dim != batch:
-                    raise ProbeError(
-                        f"input '{inp.name}' has a fixed batch of {dim} but batch {batch} was asked; "
-                        f"re-export with a dynamic batch axis or profile with batch {dim}"
-                    )
-                shape.append(dim)
-            elif isinstance(dim, str) and dim in dims:
-                shape.append(dims[dim])
-            elif axis == 0:
-                shape.append(batch)
-            elif inp.name == trained[0] and axis < len(trained[1]) and isinstance(trained[1][axis], int):
-                shape.append(trained[1][axis])  # dynamic H×W of a segmentation export: its training size
-            else:
-                shape.append(dim_default)
-                defaulted.append(f"{inp.name}[{axis}]")
+        shape, missing = feed_shape(inp, args, recorded)
+        if missing and args.dim_default is None:
+            raise ProbeInputError(missing_size_message(args.model, inp, shape, missing))
+        for axis, _ in missing:
+            shape[axis] = args.dim_default
+            defaulted.append(f"{inp.name}[{axis}]")
         dtype = np.dtype(_DTYPES[inp.type])
         if dtype.kind == "f":
             value = rng.standard_normal(shape).astype(dtype)
@@ -292,6 +398,63 @@ def make_feed(session, batch, dims, dim_default, np):
 
 
 # ------------------------------------------------------------------------------------------------ measuring
+def resolve_providers(ort, name):
+    """The session's provider list for ``--provider NAME`` (default: CPU alone), refusing what this ORT lacks.
+
+    ``NAME`` is a provider's full name or its short form in any case (``CUDAExecutionProvider``, ``cuda``).
+    Why refuse rather than fall back: a CPU latency reported as the GPU's is worse than no number. CPU is
+    listed last so nodes the chosen provider cannot run still run, as ORT itself would place them; TensorRT
+    gets CUDA before CPU where the device has it, as ORT's documentation recommends, so the nodes TensorRT
+    cannot take stay on the GPU.
+    """
+    cpu = "CPUExecutionProvider"
+    if not name:
+        return [cpu]
+    suffix = "ExecutionProvider"
+    known = {}
+    for full in ort.get_all_providers():
+        known[full.lower()] = full
+        known[full[: -len(suffix)].lower() if full.endswith(suffix) else full.lower()] = full
+    available = ort.get_available_providers()
+    full = known.get(name.lower())
+    if full is None:
+        raise ProbeInputError(
+            f"--provider {name}: not an onnxruntime execution provider{_close(name, ort.get_all_providers())} "
+            f"(available on this device: {', '.join(available)})"
+        )
+    if full not in available:
+        raise ProbeInputError(
+            f"--provider {full}: not available in this device's onnxruntime {ort.__version__} "
+            f"(available: {', '.join(available)})"
+        )
+    if full == cpu:
+        return [cpu]
+    cuda = "CUDAExecutionProvider"
+    behind = [cuda] if full == "TensorrtExecutionProvider" and cuda in available else []
+    return [full, *behind, cpu]
+
+
+def open_session(ort, args, providers):
+    """``(session, load_ms)``; refuses a session that silently dropped the provider that was asked for.
+
+    ORT falls back to CPU with only a log line when e.g. CUDA's libraries are missing on the device; the
+    probe would then time the CPU under the GPU's name.
+    """
+    t0 = time.perf_counter()
+    try:
+        session = ort.InferenceSession(args.model, session_options(ort, args.threads), providers=providers)
+    except Exception as exc:
+        raise ProbeError(f"onnxruntime could not load {args.model}: {_first_line(exc)}") from None
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    used = session.get_providers()
+    if providers[0] not in used:
+        raise ProbeError(
+            f"onnxruntime {ort.__version__} could not start {providers[0]} on this device and fell back to "
+            f"{', '.join(used)}; check the libraries that provider needs (CUDA, cuDNN, TensorRT)"
+        )
+    return session, load_ms
+
+
 def session_options(ort, threads):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -346,14 +509,14 @@ def time_runs(session, feed, args):
             next_check = n + max(1, n // 10)
 
 
-def op_profile(ort, model, feed, args, runs=10):
+def op_profile(ort, feed, args, providers, runs=10):
     """Per-node kernel time from ORT's profiler, in a separate session so it cannot skew the timings."""
     tmp = tempfile.mkdtemp(prefix="edgekd-probe-")
     try:
         so = session_options(ort, args.threads)
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(tmp, "ort")
-        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(args.model, so, providers=providers)
         for _ in range(runs):
             session.run(None, feed)
         with open(session.end_profiling(), encoding="utf-8") as fh:
@@ -449,18 +612,13 @@ def _last_line(text):
 
 
 def measure(args, np, ort):
+    """One measurement (see the module docstring), as the JSON-ready answer."""
     if not os.path.isfile(args.model):
         raise ProbeError(f"model file not found: {args.model}")
+    providers = resolve_providers(ort, args.provider)
     device = device_info()
     threads_before = _os_threads()
-    t0 = time.perf_counter()
-    try:
-        session = ort.InferenceSession(
-            args.model, session_options(ort, args.threads), providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:
-        raise ProbeError(f"onnxruntime could not load {args.model}: {_first_line(exc)}") from None
-    load_ms = (time.perf_counter() - t0) * 1000.0
+    session, load_ms = open_session(ort, args, providers)
     threads_after = _os_threads()
     if args.threads > 0:
         intra = args.threads
@@ -468,7 +626,7 @@ def measure(args, np, ort):
         intra = threads_after - threads_before + 1  # ORT's pool spawns n-1 workers; the caller is the n-th
     else:
         intra = device["usable_cores"] or os.cpu_count()
-    feed, inputs, defaulted = make_feed(session, args.batch, dict(args.dim), args.dim_default, np)
+    feed, inputs, defaulted = make_feed(session, args, np)
     try:
         t0 = time.perf_counter()
         session.run(None, feed)
@@ -503,13 +661,18 @@ def measure(args, np, ort):
         "batch": args.batch,
         "warmup": args.warmup,
         "inputs": inputs,
-        "onnxruntime": {"version": ort.__version__, "providers": session.get_providers()},
+        "onnxruntime": {
+            "version": ort.__version__,
+            "providers": session.get_providers(),  # what the session registered, CPU fallback included
+            "requested": providers[0],
+            "available": ort.get_available_providers(),
+        },
         "device": device,
     }
     result["device"]["after"] = dynamic_state()
     if args.op_profile:
         try:
-            result["op_profile"] = op_profile(ort, args.model, feed, args)
+            result["op_profile"] = op_profile(ort, feed, args, providers)
         except Exception as exc:  # an optional extra: report it, keep the timings
             result["op_profile"] = {"error": _first_line(exc)}
     if args.tensorrt:
@@ -525,10 +688,20 @@ def _first_line(exc):
 
 
 def _dim(text):
-    name, sep, size = text.partition("=")
-    if not sep or not size.isdigit() or int(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected NAME=SIZE with SIZE >= 1, got {text!r}")
+    name, sep, size = text.rpartition("=")
+    if not sep or not name or not size.isdigit() or int(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=SIZE with SIZE >= 1, e.g. height=224, got {text!r}")
     return name, int(size)
+
+
+def _shape(text):
+    name, sep, dims = text.rpartition("=")
+    sizes = dims.lower().split("x")
+    if not sep or not name or not all(d.isdigit() and int(d) >= 1 for d in sizes):
+        raise argparse.ArgumentTypeError(
+            f"expected INPUT=SHAPE with sizes >= 1 joined by x, e.g. input=1x3x224x224, got {text!r}"
+        )
+    return name, [int(d) for d in sizes]
 
 
 def _positive(kind):
@@ -571,7 +744,18 @@ def parse_args(argv=None):
     p.add_argument("--max-runs", type=_positive(int), default=10000, help="adaptive ceiling")
     p.add_argument("--ci-target", type=_positive(float), default=0.02, help="relative 95%% CI half-width")
     p.add_argument("--dim", type=_dim, action="append", default=[], help="NAME=SIZE for a named dynamic dim")
-    p.add_argument("--dim-default", type=_positive(int), default=1, help="size of other dynamic dims")
+    p.add_argument(
+        "--shape", type=_shape, action="append", default=[], help="INPUT=1x3x224x224: one input's whole shape"
+    )
+    p.add_argument(
+        "--dim-default",
+        type=_positive(int),
+        default=None,
+        help="size of dynamic non-batch dims left without one (default: refuse them)",
+    )
+    p.add_argument(
+        "--provider", help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider (default CPU)"
+    )
     p.add_argument("--op-profile", action="store_true", help="add per-node times from a separate session")
     p.add_argument("--tensorrt", action="store_true", help="also build and time a TensorRT engine (trtexec)")
     p.add_argument("--tensorrt-fp16", action="store_true", help="build the TensorRT engine with --fp16")
@@ -614,7 +798,7 @@ def main(argv=None):
         result = measure(args, np, ort)
     except ProbeError as exc:
         _emit({"error": str(exc)})
-        return 1
+        return 2 if isinstance(exc, ProbeInputError) else 1
     except Exception as exc:  # anything else ORT/numpy raise still answers in JSON
         _emit({"error": f"{type(exc).__name__}: {_first_line(exc)}"})
         return 1

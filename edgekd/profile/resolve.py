@@ -26,7 +26,9 @@ and a recipe committed to a repository carries no addresses. ``targets.yaml``::
 
 Kinds are the :class:`~edgekd.profile.target.DeviceTarget` subclasses in the ``TARGETS`` registry: each
 declares its ``scheme``, its ``Spec`` and ``parse_url``, so nothing here names a kind but the default.
-Resolving never connects; the first measurement does.
+Resolving never connects; the first measurement does. :func:`list_targets` and :func:`check_target` back
+``edgekd targets [--check NAME]``; the check is the one function here that connects (through the kind's own
+``check()``, so what it reports is what a measurement meets).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ import yaml
 
 from edgekd.errors import InputError
 from edgekd.profile import TARGETS
+from edgekd.profile.checks import Check
 from edgekd.profile.target import DeviceTarget, Target, TargetSpec, expand_path
 from edgekd.recipe.validation import validate_params
 from edgekd.registry import did_you_mean
@@ -49,6 +53,46 @@ TARGETS_ENV = "EDGEKD_TARGETS"
 TARGETS_FILE = "targets.yaml"
 DEFAULT_KIND = "ssh"
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")  # RFC 3986 scheme, then the authority's '//'
+
+
+@dataclass(frozen=True)
+class TargetEntry:
+    """One configured target as ``edgekd targets`` lists it.
+
+    ``kind`` is the registered name of a plain target (``local``) or the kind of a ``targets.yaml`` entry
+    (``ssh``); ``address`` is where it runs (``pi@192.168.1.50:22``, or ``this machine``).
+    """
+
+    name: str
+    kind: str
+    address: str
+    threads: tuple[int, ...] | None = None
+    notes: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetList:
+    """Every target a name can select, and where named ones were looked for (``targets_file``).
+
+    ``url_forms`` are the URL shapes of the registered kinds (``ssh://user@host[:port]``), which select a
+    device without naming it anywhere.
+    """
+
+    targets: tuple[TargetEntry, ...]
+    targets_file: str
+    targets_file_found: bool
+    url_forms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """The answer of ``edgekd targets --check NAME``: one :class:`~edgekd.profile.checks.Check` per step."""
+
+    target: str
+    kind: str
+    address: str
+    checks: tuple[Check, ...]
+    ok: bool
 
 
 def targets_file() -> Path:
@@ -91,6 +135,43 @@ def resolve_target(name: str) -> Target:
         f"unknown target '{name}'{did_you_mean(name, options)} (valid: {', '.join(options)}; or {urls}; "
         f"named targets come from ${TARGETS_ENV} or ./{TARGETS_FILE}: {where})"
     )
+
+
+def list_targets() -> TargetList:
+    """The registered targets (``local``) and the entries of the ``targets.yaml`` in effect, in file order.
+
+    Raises:
+        InputError: the ``targets.yaml`` in effect is invalid (as :func:`read_targets_file`).
+
+    >>> [t.name for t in list_targets().targets][:1]
+    ['local']
+    """
+    path = targets_file()
+    entries = read_targets_file(path) if path.is_file() else {}
+    listed = [
+        TargetEntry(n, n, cls().address) for n, cls in _registered() if not issubclass(cls, DeviceTarget)
+    ]
+    for name, (kind, spec) in entries.items():
+        threads = tuple(spec.threads) if spec.threads is not None else None
+        listed.append(TargetEntry(name, _kind_name(kind), spec.describe(), threads, spec.notes))
+    forms = tuple(kind.url_form for kind in device_kinds().values())
+    return TargetList(tuple(listed), str(path), path.is_file(), forms)
+
+
+def check_target(name: str) -> TargetCheck:
+    """Resolve ``name`` (a registered name, a URL or a ``targets.yaml`` name) and verify it step by step.
+
+    A device is checked by its kind's ``check()`` (ssh: connection, host key, authentication, then the
+    device's Python, numpy, onnxruntime); ``local`` by running the same script with this Python, which is
+    what its probe runs with. A device problem is a failed check in the answer, never an exception.
+
+    Raises:
+        InputError: an unknown name or malformed URL (as :func:`resolve_target`).
+    """
+    target = resolve_target(name)
+    checks = target.check()
+    kind = _kind_name(type(target)) if isinstance(target, DeviceTarget) else name
+    return TargetCheck(name, kind, target.address, tuple(checks), all(c.ok for c in checks))
 
 
 def device_kinds() -> dict[str, type[DeviceTarget]]:
@@ -183,3 +264,7 @@ def _read_yaml(path: Path) -> dict[Any, Any]:
 
 def _registered() -> list[tuple[str, type[Target]]]:
     return [(name, TARGETS.get(name)) for name in TARGETS]
+
+
+def _kind_name(kind: type[DeviceTarget]) -> str:
+    return next(name for name, cls in device_kinds().items() if cls is kind)

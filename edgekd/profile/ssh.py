@@ -10,13 +10,20 @@ edgekd holds no credentials of its own. Every invocation adds only:
   (its background process would hold our output pipes open until ``ControlPersist`` expires);
 * host-key checking is left as configured (OpenSSH's default refuses unknown and changed keys).
 
-One measurement is three connections: ``mktemp -d`` on the device, ``scp`` of ``probe.py`` (and the model)
-into that fresh directory, then ``sh -c`` running the probe under the device's ``timeout`` with a trap that
-removes the directory on any exit. If the run never started, the directory is removed from here. Every value
-that reaches the remote shell (paths, python, probe arguments) passes through :func:`shlex.quote`; host and
-user are validated so they cannot be read as ssh options. Before the first measurement one more connection
-checks the device's Python version and that numpy and onnxruntime are importable, so a bare device gets an
-install hint instead of a traceback.
+One measurement is three connections and a copy: ``mktemp -d`` on the device, ``probe.py`` (and the model)
+streamed into that fresh directory, then ``sh -c`` running the probe under the device's ``timeout`` with a trap
+that removes the directory on any exit. If the run never started, the directory is removed from here. Every
+value that reaches the remote shell (paths, python, probe arguments) passes through :func:`shlex.quote`; host
+and user are validated so they cannot be read as ssh options. Before the first measurement one more connection
+runs :mod:`edgekd.profile.checks` (Python >= 3.8, numpy and onnxruntime importable), so a bare device gets an
+install hint instead of a traceback; ``edgekd targets --check`` runs the same connection and script.
+
+Why files travel through the ssh channel and not with ``scp``: since OpenSSH 9.0, ``scp`` speaks SFTP, and a
+device whose sshd has no ``sftp`` subsystem (minimal images, Dropbear, hardened configs) answers
+"scp: Connection closed", which looks like an unreachable device although ssh works. Each file is instead
+piped into ``ssh ... python -c RECEIVER PATH``: the device's Python (already required) writes it and answers
+its size and SHA-256, which must match the local file's. That needs nothing on the device beyond what the
+probe needs, and a copy that arrives short or changed is an error naming the file and the transfer.
 
 Recipe::
 
@@ -26,19 +33,28 @@ Recipe::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 
 from edgekd.errors import EdgekdError, InputError
 from edgekd.profile import TARGETS
+from edgekd.profile.checks import (
+    INSTALL_HINT,
+    Check,
+    preflight_command,
+    preflight_error,
+    read_preflight,
+    skipped,
+)
 from edgekd.profile.target import (
     PROBE_PATH,
     DeviceTarget,
@@ -49,19 +65,24 @@ from edgekd.profile.target import (
 
 log = logging.getLogger("edgekd")
 
-INSTALL_HINT = "pip install onnxruntime numpy"
-MIN_PYTHON = (3, 8)
-COPY_TIMEOUT_S = 300.0  # scp of probe + model; a 100 MB model over a slow Wi-Fi link fits
+COPY_TIMEOUT_S = 300.0  # one file through the ssh channel; a 100 MB model over a slow Wi-Fi link fits
 CONTROL_TIMEOUT_S = 60.0  # mktemp, preflight, cleanup: tiny commands, so only the connection can be slow
-_NO_PYTHON_EXIT = 97
+TRANSFER = "an ssh stream to the device's Python"  # how files travel, as error messages name it
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _REMOTE_DIR = re.compile(r"/[A-Za-z0-9._/-]*/edgekd\.[A-Za-z0-9]{6,}")
-_PREFLIGHT = (
-    "import json, sys\n"
-    "from importlib.util import find_spec\n"
-    "print(json.dumps({'python': '.'.join(map(str, sys.version_info[:3])), 'executable': sys.executable,"
-    " 'missing': [m for m in ('numpy', 'onnxruntime') if find_spec(m) is None]}))\n"
-)
+_RECEIVE = """\
+import hashlib, json, sys
+digest, size = hashlib.sha256(), 0
+with open(sys.argv[1], 'wb') as out:
+    while True:
+        chunk = sys.stdin.buffer.read(1 << 20)
+        if not chunk:
+            break
+        out.write(chunk)
+        digest.update(chunk)
+        size += len(chunk)
+print(json.dumps({'size': size, 'sha256': digest.hexdigest()}))
+"""
 
 
 class SSHSpec(TargetSpec):
@@ -80,7 +101,6 @@ class SSHSpec(TargetSpec):
     identity_file: str | None = Field(None, description="Private key file (default: ssh config / agent).")
     ssh_config: str | None = Field(None, description="An ssh_config file to use instead of ~/.ssh/config.")
     connect_timeout_s: int = Field(10, ge=1, le=600, description="SSH ConnectTimeout in seconds.")
-    notes: str | None = Field(None, description="Free text recorded with every profile (board, cooling).")
 
     @field_validator("host", "user")
     @classmethod
@@ -114,9 +134,10 @@ class SSHTarget(DeviceTarget):
 
     Selected by an ``ssh://user@host[:port]`` URL or by a named target from ``targets.yaml`` (see
     :mod:`edgekd.profile.resolve`), not by the bare name ``ssh``. The device needs Python >= 3.8 with
-    numpy and onnxruntime (``pip install onnxruntime numpy``), ``mktemp`` and an sshd with SFTP (scp's
-    protocol); edgekd is not installed there. The bare-interpreter baseline is measured on the device, once
-    per target. Defaults: ``python3`` from the device's PATH, ``ConnectTimeout=10``, the recipe's threads.
+    numpy and onnxruntime (``pip install onnxruntime numpy``) and ``mktemp``; its sshd needs no SFTP (files
+    travel through the ssh channel itself) and edgekd is not installed there. The bare-interpreter baseline
+    is measured on the device, once per target. :meth:`check` verifies a device step by step (``edgekd
+    targets --check NAME``). Defaults: ``python3`` from the device's PATH, ``ConnectTimeout=10``, the recipe's threads.
 
     Recipe::
 
@@ -187,41 +208,47 @@ class SSHTarget(DeviceTarget):
         return answer
 
     def preflight(self) -> dict[str, Any]:
-        """Check once that the device's Python is >= 3.8 and has numpy and onnxruntime (cached).
+        """Check once that the device's Python is >= 3.8 and imports numpy and onnxruntime (cached).
 
         Returns:
-            ``{"python": "3.11.2", "executable": "/usr/bin/python3", "missing": []}``.
+            ``{"python": "3.11.2", "executable": "/usr/bin/python3", "onnxruntime": "1.18.0"}``.
+
+        Raises:
+            EdgekdError: the device is unreachable or refuses us (as in :meth:`run_probe`), or the first
+                failed step of :meth:`check` (missing modules are named together, with one install command).
         """
         if self._preflight is not None:
             return self._preflight
-        py = _remote_word(self.spec.python)
-        script = (
-            f"command -v {py} >/dev/null 2>&1 || exit {_NO_PYTHON_EXIT}\n{py} -c {shlex.quote(_PREFLIGHT)}"
+        checks, steps = self._inspect()
+        reason = preflight_error(checks, steps, self.spec.describe())
+        if reason is not None:
+            raise EdgekdError(f"target {self.name}: {reason}")
+        python = steps["python"]
+        self._preflight = {
+            "python": python["version"],
+            "executable": python.get("executable") or self.spec.python,
+            "onnxruntime": steps["onnxruntime"]["version"],
+        }
+        log.debug(
+            "ssh target %s: Python %s at %s", self.name, python["version"], self._preflight["executable"]
         )
-        done = self._ssh(script, CONTROL_TIMEOUT_S, "checking Python")
-        if done.returncode == _NO_PYTHON_EXIT:
-            raise EdgekdError(
-                f"target {self.name}: no Python '{self.spec.python}' on {self.spec.describe()}; install Python "
-                f">= 3.8 there (then {INSTALL_HINT}) or set the target's python (targets.yaml python:, or "
-                "?python=PATH in the ssh:// URL)"
-            )
-        info = _last_json(done.stdout)
-        version = tuple(int(p) for p in str(info.get("python", "0")).split(".")[:2]) if info else (0, 0)
-        if info is None or version < MIN_PYTHON:
-            found = info["python"] if info else _last_line(done.stderr) or f"exit code {done.returncode}"
-            raise EdgekdError(
-                f"target {self.name}: '{self.spec.python}' on {self.spec.describe()} is not a usable Python "
-                f">= {MIN_PYTHON[0]}.{MIN_PYTHON[1]} ({found}); set the target's python to a newer one"
-            )
-        if info["missing"]:
-            raise EdgekdError(
-                f"target {self.name}: {info['executable']} on {self.spec.describe()} has no "
-                f"{' and no '.join(info['missing'])}; install them on the device: "
-                f"{info['executable']} -m {INSTALL_HINT} (or point the target's python at a venv that has them)"
-            )
-        self._preflight = info
-        log.debug("ssh target %s: Python %s at %s", self.name, info["python"], info["executable"])
-        return info
+        return self._preflight
+
+    def check(self) -> list[Check]:
+        """Verify the device step by step: ssh (reachable, host key, auth), Python >= 3.8, numpy, onnxruntime.
+
+        Why it shares :meth:`preflight`'s connection and script: what this reports as ok is exactly what a
+        measurement needs. It never raises for a device problem; a step after a failed one is ``skip``.
+
+        Returns:
+            One :class:`~edgekd.profile.checks.Check` per step, in that order.
+        """
+        try:
+            checks, _steps = self._inspect()
+        except EdgekdError as exc:
+            return [Check("ssh", "fail", str(exc).removeprefix(f"target {self.name}: ")), *skipped("ssh")]
+        user = f" (as {self.spec.user})" if self.spec.user else ""
+        return [Check("ssh", "ok", f"reached; host key and authentication{user} accepted"), *checks]
 
     # ---------------------------------------------------------------------------------------- the steps
     def _make_remote_dir(self) -> str:
@@ -238,21 +265,49 @@ class SSHTarget(DeviceTarget):
             )
         return remote_dir
 
+    def _inspect(self) -> tuple[list[Check], dict[str, dict[str, Any]]]:
+        """Run the checks script on the device (one connection); a connection-level failure raises."""
+        what = "checking the device"
+        done = self._ssh(preflight_command(_remote_word(self.spec.python)), CONTROL_TIMEOUT_S, what)
+        if done.returncode == 255 and not done.stdout.strip():  # ssh failed, for a reason not classified
+            raise self._failure(done, what)
+        return read_preflight(done, self.spec.python, self.spec.describe())
+
     def _copy(self, files: list[Path], remote_dir: str, remote_model: str | None) -> None:
-        host = f"[{self.spec.host}]" if ":" in self.spec.host else self.spec.host
-        dest = f"{self.spec.user}@{host}" if self.spec.user else host
         copies = [(files[0], "probe.py")] + ([(files[1], remote_model)] if remote_model else [])
-        for local, remote_name in copies:  # one scp per file: each gets its own remote name
-            cmd = [
-                "scp",
-                "-q",
-                *self._options(port_flag="-P"),
-                str(local),
-                f"{dest}:{remote_dir}/{remote_name}",
-            ]
-            done = self._call(cmd, COPY_TIMEOUT_S, f"copying {local.name}")
-            if done.returncode != 0:
-                raise self._failure(done, f"copying {local.name}")
+        for local, remote_name in copies:
+            self._send(local, f"{remote_dir}/{remote_name}")
+
+    def _send(self, local: Path, remote_path: str) -> None:
+        """Pipe ``local`` into the device's Python, which writes ``remote_path`` and answers its size and SHA-256.
+
+        Why not scp: see the module docstring (an sshd without SFTP breaks it); this needs only the channel.
+
+        Raises:
+            EdgekdError: the connection failed, the device could not write the file (e.g. a full disk), or
+                the copy arrived with another size or hash than the local file's; the message names the file
+                and the transfer.
+        """
+        what = f"copying {local.name} over {TRANSFER}"
+        script = f"{_remote_word(self.spec.python)} -c {shlex.quote(_RECEIVE)} {shlex.quote(remote_path)}"
+        with open(local, "rb") as source:
+            done = self._ssh(script, COPY_TIMEOUT_S, what, stdin=source)
+        where = f"{self.spec.describe()}:{remote_path}"
+        got = _last_json(done.stdout)
+        if done.returncode == 255 and got is None:  # ssh failed, for a reason not classified
+            raise self._failure(done, what)
+        if done.returncode != 0 or got is None:
+            raise EdgekdError(
+                f"target {self.name}: {what} to {where} failed "
+                f"({_last_line(done.stderr) or f'exit code {done.returncode}'}); check free space there"
+            )
+        size, sha256 = _file_digest(local)
+        if (got.get("size"), got.get("sha256")) != (size, sha256):
+            raise EdgekdError(
+                f"target {self.name}: {local.name} arrived changed at {where} ({got.get('size')} of {size} "
+                f"bytes, sha256 {str(got.get('sha256'))[:12]} instead of {sha256[:12]}) over {TRANSFER}; "
+                "check free space there and the link, then retry"
+            )
 
     def _run_remote(
         self, remote_dir: str, args: list[str], timeout_s: float, model: Path | None
@@ -307,8 +362,13 @@ class SSHTarget(DeviceTarget):
             opts += [port_flag, str(self.spec.port)]
         return opts
 
-    def _ssh(self, script: str, timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
-        """Run ``script`` with ``sh -c`` on the device; a connection-level failure (exit 255) raises."""
+    def _ssh(
+        self, script: str, timeout_s: float, what: str, stdin: IO[bytes] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``script`` with ``sh -c`` on the device, fed ``stdin`` (default: nothing).
+
+        A connection-level failure (exit 255 with a known OpenSSH message) raises.
+        """
         cmd = [
             "ssh",
             "-T",
@@ -316,15 +376,22 @@ class SSHTarget(DeviceTarget):
             self.spec.destination,
             "sh -c " + shlex.quote(script),
         ]
-        done = self._call(cmd, timeout_s, what)
+        done = self._call(cmd, timeout_s, what, stdin)
         if done.returncode == 255 and _classify(done.stderr) != "other":
             raise self._failure(done, what)
         return done
 
-    def _call(self, cmd: list[str], timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
+    def _call(
+        self, cmd: list[str], timeout_s: float, what: str, stdin: IO[bytes] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, check=False
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                check=False,
             )
         except FileNotFoundError:
             raise EdgekdError(
@@ -335,9 +402,15 @@ class SSHTarget(DeviceTarget):
             raise self._timeout(what, timeout_s) from None
 
     def _timeout(self, what: str, timeout_s: float) -> EdgekdError:
+        """A timeout's advice depends on the step: only the probe's own time is the recipe's to change."""
+        if what.startswith("measuring"):
+            return EdgekdError(
+                f"profiling probe on {self.name} timed out after {timeout_s:g} s {what}; raise "
+                "profile.timeout_s or lower profile.runs / profile.time_budget_s"
+            )
         return EdgekdError(
-            f"profiling probe on {self.name} timed out after {timeout_s:g} s {what}; raise "
-            "profile.timeout_s or lower profile.runs / profile.time_budget_s"
+            f"target {self.name}: no answer from {self.spec.describe()} within {timeout_s:g} s while {what}; "
+            "check the device's load and the link to it"
         )
 
     def _failure(self, done: subprocess.CompletedProcess[str], what: str) -> EdgekdError:
@@ -365,8 +438,8 @@ class SSHTarget(DeviceTarget):
             )
         elif kind == "unreachable":
             msg = (
-                f"cannot reach {where} ({detail}); check that the device is on and reachable, the "
-                "address and port, and that sshd runs there"
+                f"cannot reach {where} ({detail}) while {what}; check that the device is on and reachable, "
+                "the address and port, and that sshd runs there"
             )
         else:
             msg = f"ssh to {where} failed while {what} ({detail})"
@@ -407,6 +480,16 @@ def _remote_word(value: str) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a local file, read in 1 MiB chunks (a model may be hundreds of MB)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as source:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _last_json(text: str) -> dict[str, Any] | None:

@@ -31,10 +31,12 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgekd.errors import EdgekdError, InputError
+from edgekd.profile.checks import Check
 from edgekd.recipe.schema import ProfileConfig
 from edgekd.recipe.validation import validate_params
 
 PROBE_PATH = Path(__file__).with_name("probe.py")
+PROBE_INPUT_EXIT = 2  # the probe's exit code for a request it cannot meet as asked (bad input)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ class ProbeSettings:
 
     ``runs`` set means exactly that many timed runs; otherwise the probe adapts within ``time_budget_s``
     (bounded by ``min_runs``/``max_runs``, and measuring at least ``min_time_s``; ``None`` = the probe's
-    default, half the budget) until the median's 95% CI is within ``±ci_target``.
+    default, half the budget) until the median's 95% CI is within ``±ci_target``. ``dims`` (named dynamic
+    dimensions) and ``shapes`` (whole input shapes) size the inputs where the model leaves them dynamic;
+    ``provider`` is the ONNX Runtime execution provider (``None``: CPU).
     """
 
     threads: int = 1
@@ -57,6 +61,8 @@ class ProbeSettings:
     ci_target: float = 0.02
     timeout_s: float = 600.0
     dims: tuple[tuple[str, int], ...] = ()
+    shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    provider: str | None = None
     op_profile: bool = False
     tensorrt: bool = False
 
@@ -74,6 +80,9 @@ class ProbeSettings:
             max_runs=cfg.max_runs,
             ci_target=cfg.ci_target,
             timeout_s=cfg.timeout_s,
+            dims=tuple(cfg.dims.items()),
+            shapes=tuple((name, tuple(shape)) for name, shape in cfg.shapes.items()),
+            provider=cfg.provider,
             op_profile=cfg.op_profile,
             tensorrt=cfg.tensorrt,
         )
@@ -90,6 +99,10 @@ class ProbeSettings:
                 args += ["--min-time", repr(self.min_time_s)]
         for name, size in self.dims:
             args += ["--dim", f"{name}={size}"]
+        for name, shape in self.shapes:
+            args += ["--shape", f"{name}={'x'.join(str(d) for d in shape)}"]
+        if self.provider is not None:
+            args += ["--provider", self.provider]
         if self.op_profile:
             args.append("--op-profile")
         if self.tensorrt:
@@ -97,11 +110,40 @@ class ProbeSettings:
         return args
 
 
+def parse_dim(text: str) -> tuple[str, int]:
+    """``--dim height=224`` → ``("height", 224)``: the inverse of :meth:`ProbeSettings.argv`'s encoding.
+
+    Raises:
+        InputError: not ``NAME=SIZE`` with a positive integer size (one line naming the flag).
+    """
+    name, sep, size = text.rpartition("=")
+    if not sep or not name or not size.isdigit() or int(size) < 1:
+        raise InputError(f"--dim {text!r}: expected NAME=SIZE with a size >= 1, e.g. --dim height=224")
+    return name, int(size)
+
+
+def parse_shape(text: str) -> tuple[str, list[int]]:
+    """``--shape input=1x3x224x224`` → ``("input", [1, 3, 224, 224])``.
+
+    Raises:
+        InputError: not ``INPUT=SHAPE`` with sizes >= 1 joined by ``x`` (one line naming the flag).
+    """
+    name, sep, dims = text.rpartition("=")
+    sizes = dims.lower().split("x")
+    if not sep or not name or not all(d.isdigit() and int(d) >= 1 for d in sizes):
+        raise InputError(
+            f"--shape {text!r}: expected INPUT=SHAPE with sizes >= 1 joined by x, e.g. --shape input=1x3x224x224"
+        )
+    return name, [int(d) for d in sizes]
+
+
 def parse_probe_output(stdout: str, stderr: str, returncode: int, where: str) -> dict[str, Any]:
     """The probe's JSON answer; a probe error or an unparsable answer raises EdgekdError with its message.
 
     Shared by every target so all report failures the same way. The last non-empty stdout line is read, in
-    case a device prints a banner (e.g. an SSH login message) before the probe.
+    case a device prints a banner (e.g. an SSH login message) before the probe. A JSON error with exit code 2
+    is a request the model or device cannot meet as asked (a provider it lacks, a dynamic input dimension with
+    no size): InputError, so the CLI exits 2 like for any bad input.
     """
     lines = [line for line in stdout.splitlines() if line.strip()]
     try:
@@ -115,6 +157,8 @@ def parse_probe_output(stdout: str, stderr: str, returncode: int, where: str) ->
     if not isinstance(answer, dict):
         detail = (stderr.strip().splitlines() or ["no output"])[-1][:300]
         raise EdgekdError(f"profiling probe on {where} failed ({status}): {detail}")
+    if "error" in answer and returncode == PROBE_INPUT_EXIT:
+        raise InputError(f"profiling on {where}: {answer['error']}")
     if "error" in answer or returncode != 0:
         raise EdgekdError(f"profiling probe on {where} failed: {answer.get('error', status)}")
     return answer
@@ -146,6 +190,19 @@ class Target(ABC):
             EdgekdError: the probe failed, timed out or answered something that is not its JSON.
         """
 
+    @property
+    def address(self) -> str:
+        """Where the device is, for listings and messages (``this machine``; ssh: ``user@host:port``)."""
+        return self.name
+
+    @abstractmethod
+    def check(self) -> list[Check]:
+        """Verify step by step that the probe can run here (``edgekd targets --check``).
+
+        A device problem is a failed :class:`~edgekd.profile.checks.Check` in the answer, never an exception;
+        steps after a failed one are ``skip``.
+        """
+
     def baseline(self) -> dict[str, Any]:
         """The probe's ``--baseline`` answer (bare interpreter's peak RSS), measured once and cached."""
         if self._baseline is None:
@@ -168,6 +225,11 @@ class TargetSpec(BaseModel):
     threads: list[int] | None = Field(
         None, min_length=1, description="Thread counts for this device; default: profile.threads."
     )
+    notes: str | None = Field(None, description="Free text recorded with every profile (board, cooling).")
+
+    def describe(self) -> str:
+        """Where the device is, for listings and messages (ssh: ``user@host:port``); every kind says."""
+        raise NotImplementedError(f"{type(self).__name__} must define describe()")
 
     @field_validator("threads")
     @classmethod
@@ -204,6 +266,10 @@ class DeviceTarget(Target):
     @property
     def threads(self) -> list[int] | None:
         return self.spec.threads
+
+    @property
+    def address(self) -> str:
+        return self.spec.describe()
 
     @classmethod
     def from_url(cls, url: str) -> DeviceTarget:

@@ -278,6 +278,22 @@ class ProfileConfig(Section):
         description="On devices with trtexec (Jetson): also build and time a TensorRT engine of each file "
         "(engine build time recorded separately). Devices without trtexec report null.",
     )
+    dims: dict[str, int] = Field(
+        default_factory=dict,
+        description="Sizes of named dynamic input dimensions, e.g. {height: 512, width: 512}; win over the "
+        "input size the export recorded. A dynamic non-batch dimension with neither is refused.",
+    )
+    shapes: dict[str, list[int]] = Field(
+        default_factory=dict,
+        description="Whole input shapes by input name, e.g. {input: [1, 3, 224, 224]}; win over dims. "
+        "Axis 0 must equal batch where the model's batch is dynamic.",
+    )
+    provider: str | None = Field(
+        None,
+        description="ONNX Runtime execution provider, e.g. CUDAExecutionProvider, TensorrtExecutionProvider, "
+        "CoreMLExecutionProvider (short forms like cuda work); null = CPU. Each target's onnxruntime must "
+        "have it; one that lacks it is refused with the list it has.",
+    )
 
     @field_validator("threads")
     @classmethod
@@ -285,6 +301,24 @@ class ProfileConfig(Section):
         if any(t < 0 for t in threads):
             raise ValueError("thread counts must be >= 0 (0 means all cores)")
         return threads
+
+    @field_validator("dims")
+    @classmethod
+    def _positive_dims(cls, dims: dict[str, int]) -> dict[str, int]:
+        bad = {name: size for name, size in dims.items() if size < 1 or not name}
+        if bad:
+            raise ValueError(f"dimension sizes must be >= 1 and named, got {bad}")
+        return dims
+
+    @field_validator("shapes")
+    @classmethod
+    def _positive_shapes(cls, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+        bad = {name: shape for name, shape in shapes.items() if not shape or min(shape) < 1 or not name}
+        if bad:
+            raise ValueError(
+                f"shapes must be non-empty lists of sizes >= 1, e.g. [1, 3, 224, 224], got {bad}"
+            )
+        return shapes
 
     @model_validator(mode="after")
     def _run_bounds(self) -> ProfileConfig:

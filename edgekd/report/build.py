@@ -20,6 +20,7 @@ from pathlib import PurePath
 from typing import Any
 
 from edgekd.errors import InputError
+from edgekd.report.deploy import InputSpec
 from edgekd.report.environment import edgekd_version, environment
 from edgekd.report.schema import SCHEMA_VERSION
 from edgekd.results import Artifact, Gate, ModelSummary, PruneResult, TrainResult, to_dict
@@ -27,6 +28,8 @@ from edgekd.rundir import STUDENT_ONNX, TEACHER_ONNX
 
 ORT = "onnxruntime"
 PYTORCH = "pytorch"
+PARITY_KIND = "parity"  # gates[].kind of the automatic PyTorch-vs-ORT checks every shipped file went through
+GATE_KIND = "gate"  # gates[].kind of the release criteria the recipe's ``gates:`` section set
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,12 @@ class ReportInputs:
         prune: The pruning result, or ``None`` when pruning was skipped.
         distill: The distillation result, or ``None`` when distillation was skipped.
         artifacts: Every shipped file, including the teacher artifact used for side-by-side numbers.
-        gates: Deploy gates and whether they passed.
+        gates: Deploy gates (the recipe's ``gates:``) and whether they passed.
         stages: ``{stage: {"seconds": float, ...}}`` in execution order.
         teacher_artifact_name: Artifact (name or file name) holding the teacher's ORT metrics and profiles.
         student_artifact_name: Artifact holding the FP32 student's ORT metrics and profiles.
+        parity: The automatic parity checks of the shipped files (``gates[]`` entries of kind ``parity``).
+        input: How to feed the shipped student file (report.json ``input``), or ``None`` when unknown.
     """
 
     recipe: dict[str, Any]
@@ -62,6 +67,8 @@ class ReportInputs:
     stages: Mapping[str, Mapping[str, Any]]
     teacher_artifact_name: str = TEACHER_ONNX
     student_artifact_name: str = STUDENT_ONNX
+    parity: Sequence[Gate] = ()
+    input: InputSpec | None = None
 
 
 def build_report(inputs: ReportInputs) -> dict[str, Any]:
@@ -71,7 +78,8 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
         inputs: The stage results, gates and timings (see :class:`ReportInputs`).
 
     Returns:
-        The report dict: every CONVENTIONS.md key plus ``pruning``, ``distillation``, ``speedup``, ``notes``.
+        The report dict: every docs/run-directory.md key plus ``pruning``, ``distillation``, ``speedup``, ``notes``,
+        ``input``; ``gates[]`` lists the parity checks, then the deploy gates, each with its ``kind``.
 
     Raises:
         InputError: the teacher has zero MACs or params, or a stage entry has no ``seconds``.
@@ -109,12 +117,14 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
             "student_artifact": student_art.name if student_art else None,
         },
         "artifacts": [to_dict(a) for a in artifacts],
-        "gates": [to_dict(g) for g in inputs.gates],
+        "gates": [{**to_dict(g), "kind": PARITY_KIND} for g in inputs.parity]
+        + [{**to_dict(g), "kind": GATE_KIND} for g in inputs.gates],
         "stages": {name: dict(entry) for name, entry in inputs.stages.items()},
         "pruning": _pruning(inputs.prune),
         "distillation": to_dict(inputs.distill) if inputs.distill is not None else None,
         "speedup": speedup_table(artifacts, teacher_art, teacher.macs, student.macs),
         "notes": notes,
+        "input": inputs.input.as_report() if inputs.input is not None else None,
     }
     return report
 

@@ -39,7 +39,7 @@ def edgekd_version() -> str:
 
 
 def environment() -> dict[str, Any]:
-    """The report's ``environment`` block: CONVENTIONS keys first, then extras.
+    """The report's ``environment`` block: the contract's keys (docs/run-directory.md) first, then extras.
 
     Returns:
         ``{python, torch, torch_pruning, onnx, onnxruntime, platform, cpu, cores}`` (a package that is not

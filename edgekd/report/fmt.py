@@ -1,6 +1,6 @@
 """Number formatting shared by report.md and report.html, so both say exactly the same thing.
 
-Units follow CONVENTIONS.md: latency in ms, memory in MiB, sizes human-readable with the exact byte count,
+Units follow docs/run-directory.md: latency in ms, memory in MiB, sizes human-readable with the exact byte count,
 fraction metrics (accuracy, mIoU, ...) as percentages and their differences in percentage points.
 """
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from edgekd.tasks.base import Task
 
 TEACHER_ARTIFACT = TEACHER_ONNX
+PARITY_PREFIXES = ("parity:", "parity_agreement:")  # names of parity_gates() entries (and nothing else's)
 INT8_MIN_AGREEMENT = 0.97  # edgekd.export.quantize's default (not imported: this module stays torch-free)
 MIB = 1024 * 1024
 
@@ -70,7 +71,8 @@ def evaluate_gates(cfg: GatesConfig, artifacts: list[Artifact], task: Task) -> l
 def parity_gates(artifacts: list[Artifact], cfg: ExportConfig) -> list[Gate]:
     """One parity gate per ONNX artifact (all passed: a failed parity stops the export stage).
 
-    Recorded anyway so ``gates[]`` lists every check the shipped files went through. FP32 and FP16 files are
+    Recorded anyway so ``gates[]`` lists every check the shipped files went through, as entries of kind
+    ``parity`` that the reports show apart from the recipe's deploy gates. FP32 and FP16 files are
     gated on ``max |PyTorch - ORT|`` (``parity:<file>``); INT8 files on prediction agreement
     (``parity_agreement:<file>``), because quantization moves logits by an amount no absolute limit fits.
     """
@@ -87,15 +89,20 @@ def parity_gates(artifacts: list[Artifact], cfg: ExportConfig) -> list[Gate]:
     return gates
 
 
-def raise_if_failed(gates: list[Gate]) -> None:
-    """GateError (exit 3) naming every failed gate, its value and limit; nothing when all passed."""
+def raise_if_failed(gates: list[Gate], report: str | None = None) -> None:
+    """GateError (exit 3) naming every failed gate, its value and limit; nothing when all passed.
+
+    Args:
+        gates: the evaluated gates.
+        report: the report that explains the failure, when one was written (``compress``: ``report.md``);
+            ``None`` (``edgekd profile --max-ms``) points nowhere, since a pointer to a file that does not
+            exist sends the user looking for it.
+    """
     failed = [g for g in gates if not g.passed]
     if failed:
         detail = "; ".join(f"{g.name} = {g.value:.4g} (limit {g.limit:.4g})" for g in failed)
-        raise GateError(
-            f"{len(failed)} of {len(gates)} deploy gate(s) failed: {detail}; the run directory and report "
-            "were written, see report.md"
-        )
+        where = f"; the run directory and report were written, see {report}" if report else ""
+        raise GateError(f"{len(failed)} of {len(gates)} deploy gate(s) failed: {detail}{where}")
 
 
 def _latency(cfg: GatesConfig, art: Artifact) -> list[Gate]:

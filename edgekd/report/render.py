@@ -56,7 +56,7 @@ def write_reports(run_dir: Path, report: dict, formats: Sequence[str]) -> list[P
     context = build_view(report)
     if "md" in formats:
         md_plots = {p.stem: {"title": t, "src": p.relative_to(run.root).as_posix()} for t, p in plots}
-        markdown = re.sub(r"\n{3,}", "\n\n", _render("report.md.j2", context, md_plots))
+        markdown = _collapse_blank_lines(_render("report.md.j2", context, md_plots))
         written.append(write_text(run.report_md, markdown))
     if "html" in formats:
         html_plots = {p.stem: {"title": t, "src": _data_uri(p)} for t, p in plots}
@@ -74,9 +74,21 @@ def render(run_dir: Path, formats: Sequence[str] = ("md", "html")) -> list[Path]
     if not run.root.is_dir():
         raise InputError(f"{run.root}: run directory not found; pass the --out directory of an edgekd run")
     if not run.report_json.is_file():
-        raise InputError(f"{run.report_json}: not found; run the pipeline first (edgekd run) to produce it")
+        raise InputError(
+            f"{run.report_json}: not found; `edgekd report` redraws the reports of a finished run: run "
+            f"`edgekd compress RECIPE --out {run.root}` first"
+        )
     report = read_json(run.report_json)
     return write_reports(run.root, report, [f for f in formats if f != "json"])
+
+
+def _collapse_blank_lines(markdown: str) -> str:
+    """At most one blank line in a row (the templates' optional sections leave runs), except in code blocks:
+    the deploy snippet keeps its two blank lines around a function, as a formatter would write them."""
+    parts = markdown.split("```")
+    for i in range(0, len(parts), 2):  # even parts are outside ``` fences
+        parts[i] = re.sub(r"\n{3,}", "\n\n", parts[i])
+    return "```".join(parts)
 
 
 def _data_uri(path: Path) -> str:

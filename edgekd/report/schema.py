@@ -1,7 +1,7 @@
 """The report.json contract (schema_version 1) as pydantic models, and its validator.
 
 Why pydantic: report.json is read by users' CI, benchmarks and ``edgekd report``; a JSON Schema generated from
-the same models that validate it cannot drift from the check. Every model allows extra keys (CONVENTIONS.md:
+the same models that validate it cannot drift from the check. Every model allows extra keys (docs/run-directory.md:
 "add keys freely, never rename or drop one"), is strict about types (a string where a number belongs, or a
 bool posing as a number, is an error) and refuses NaN/inf, which are not JSON.
 """
@@ -19,7 +19,7 @@ from edgekd.errors import InputError
 
 SCHEMA_VERSION = 1
 FRACTION_METRICS = frozenset({"accuracy", "top5", "miou", "dice", "pixel_accuracy"})
-"""Metrics that are fractions in [0, 1] (CONVENTIONS.md metric names); shown as percentages."""
+"""Metrics that are fractions in [0, 1] (docs/run-directory.md metric names); shown as percentages."""
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -131,6 +131,46 @@ class GateEntry(_Model):
     value: float
     limit: float
     passed: bool
+    # "parity": an automatic PyTorch-vs-ORT check of a shipped file; "gate": a release criterion the recipe set.
+    # Optional: reports written before the two were told apart have no kind.
+    kind: Literal["parity", "gate"] | None = None
+
+
+class PreprocessingEntry(_Model):
+    preset: str | None
+    mean: Annotated[list[float], Field(min_length=1)]
+    std: Annotated[list[Annotated[float, Field(gt=0.0)]], Field(min_length=1)]
+    formula: str
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> PreprocessingEntry:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} channels but std has {len(self.std)}")
+        return self
+
+
+class InputEntry(_Model):
+    """How to feed the shipped file (``input``); ``classes`` for classification/segmentation, ``outputs`` for
+    regression (output name → meaning)."""
+
+    name: str
+    shape: Annotated[list[Annotated[int, Field(ge=0)] | str], Field(min_length=1)]
+    dtype: str
+    layout: Literal["NCHW", "NHWC"]
+    preprocessing: PreprocessingEntry
+    classes: list[str] | None = None
+    outputs: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _readout(self) -> InputEntry:
+        if (self.classes is None) == (self.outputs is None):
+            raise ValueError("input needs exactly one of 'classes' (class names) or 'outputs' (regression)")
+        channels = self.shape[1] if len(self.shape) > 1 and self.layout == "NCHW" else None
+        if isinstance(channels, int) and len(self.preprocessing.mean) not in (1, channels):
+            raise ValueError(
+                f"preprocessing has {len(self.preprocessing.mean)} channels but the input has {channels}"
+            )
+        return self
 
 
 class StageEntry(_Model):
@@ -138,7 +178,7 @@ class StageEntry(_Model):
 
 
 class Report(_Model):
-    """report.json, schema_version 1: the keys CONVENTIONS.md requires (extra keys are allowed)."""
+    """report.json, schema_version 1: the keys docs/run-directory.md requires (extra keys are allowed)."""
 
     schema_version: Literal[1]
     edgekd_version: str
@@ -151,6 +191,8 @@ class Report(_Model):
     artifacts: list[ArtifactEntry]
     gates: list[GateEntry]
     stages: dict[str, StageEntry]
+    # an addition (docs/run-directory.md): older reports have none; null when the run shipped no student.onnx
+    input: InputEntry | None = None
 
     @field_validator("created")
     @classmethod

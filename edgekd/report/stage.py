@@ -15,6 +15,7 @@ from typing import Any
 from edgekd.context import RunContext, Stage, Upstream
 from edgekd.data.base import DataBundle
 from edgekd.report.build import ReportInputs, build_report
+from edgekd.report.deploy import InputSpec, describe_input
 from edgekd.report.gates import evaluate_gates, parity_gates
 from edgekd.report.render import write_reports
 from edgekd.results import DistillResult, ProfileResult, PruneResult, ReportResult, TeacherResult
@@ -27,7 +28,8 @@ def run(ctx: RunContext, upstream: Upstream) -> ReportResult:
     """Gates, report.json and the human reports of the run in ``ctx.run``."""
     recipe, formats = ctx.recipe, ctx.recipe.report.formats
     artifacts = list(upstream.get(ProfileResult).artifacts)
-    gates = parity_gates(artifacts, recipe.export) + evaluate_gates(recipe.gates, artifacts, ctx.task)
+    parity = parity_gates(artifacts, recipe.export)
+    gates = evaluate_gates(recipe.gates, artifacts, ctx.task)
     distilled = upstream.get(DistillResult)
     report = build_report(
         ReportInputs(
@@ -40,6 +42,8 @@ def run(ctx: RunContext, upstream: Upstream) -> ReportResult:
             artifacts=artifacts,
             gates=gates,
             stages=dict(upstream.stages),
+            parity=parity,
+            input=shipped_input(ctx),
         )
     )
     report["reproducibility"] = reproducibility(ctx, upstream.stages)
@@ -47,7 +51,7 @@ def run(ctx: RunContext, upstream: Upstream) -> ReportResult:
         segmentation_strip(ctx.run, ctx.data)
     write_reports(ctx.run.root, report, formats)
     log.info("done: %s", ctx.run.report_md if "md" in formats else ctx.run.report_json)
-    return ReportResult(report=report, gates=tuple(gates))
+    return ReportResult(report=report, gates=tuple(parity + gates))
 
 
 def inputs(ctx: RunContext, upstream: Upstream) -> dict[str, Any]:
@@ -55,6 +59,14 @@ def inputs(ctx: RunContext, upstream: Upstream) -> dict[str, Any]:
 
 
 STAGE = Stage(name="report", result=ReportResult, run=run, inputs=inputs, resumable=False)
+
+
+def shipped_input(ctx: RunContext) -> InputSpec | None:
+    """report.json ``input``, read from the shipped ``student.onnx`` (``None`` when the run has none)."""
+    if not ctx.run.student_onnx.is_file():
+        log.warning("report: %s not found; the report says nothing about its input", ctx.run.student_onnx)
+        return None
+    return describe_input(ctx.run.student_onnx, ctx.data, ctx.recipe.task)
 
 
 def reproducibility(ctx: RunContext, stages: Any) -> dict[str, Any]:

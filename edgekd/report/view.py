@@ -13,7 +13,10 @@ from typing import Any
 import yaml
 
 from edgekd.report import fmt
+from edgekd.report.gates import PARITY_PREFIXES
+from edgekd.report.snippet import deploy_snippet
 
+CLASSES_SHOWN = 30  # the deploy table lists this many class names; the snippet and the file carry them all
 PRIMARY_METRIC = {"classification": "accuracy", "segmentation": "miou", "regression": "mae"}
 SOURCE_LABEL = {"onnxruntime": "ONNX Runtime", "pytorch": "PyTorch"}
 
@@ -61,8 +64,11 @@ def build_view(report: dict[str, Any]) -> dict[str, Any]:
         "history": _history(report.get("distillation")),
         "stages": _stages(report["stages"]),
         "slowest": slowest,
-        "gates": _gates(report["gates"]),
-        "gates_summary": _gates_summary(report["gates"]),
+        "gates": _gates(deploy_gates(report["gates"])),
+        "gates_summary": _gates_summary(deploy_gates(report["gates"])),
+        "parity": _gates(parity_checks(report["gates"])),
+        "parity_summary": _parity_summary(parity_checks(report["gates"])),
+        "deploy": _deploy(report),
         "environment": Table(
             ["Key", "Value"],
             [[k, "not installed" if v is None else str(v)] for k, v in report["environment"].items()],
@@ -120,7 +126,8 @@ def _headline(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"Measured speed-up of {student_name}: {measured}; MACs ratio {fmt.ratio(rows[0]['macs_ratio'])}"
         )
-    lines.append(_gates_summary(report["gates"]))
+    parity = _parity_summary(parity_checks(report["gates"]))
+    lines.append(" ".join(filter(None, (parity, _gates_summary(deploy_gates(report["gates"]))))))
     return lines
 
 
@@ -346,6 +353,31 @@ def _gates(gates: list[dict[str, Any]]) -> Table:
     return Table(["Gate", "Value", "Limit", "Result"], rows, [False, True, True, False])
 
 
+def parity_checks(gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The automatic parity checks among ``gates[]`` (kind ``parity``; by name in reports without kinds)."""
+    return [g for g in gates if _kind(g) == "parity"]
+
+
+def deploy_gates(gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The release criteria the recipe's ``gates:`` set, without the automatic parity checks."""
+    return [g for g in gates if _kind(g) != "parity"]
+
+
+def _kind(gate: dict[str, Any]) -> str:
+    return gate.get("kind") or ("parity" if gate["name"].startswith(PARITY_PREFIXES) else "gate")
+
+
+def _parity_summary(parity: list[dict[str, Any]]) -> str | None:
+    """Why apart from the gates: these run on every export whatever the recipe says; counting them as deploy
+    gates told users "all deploy gates passed" when they had set none."""
+    if not parity:
+        return None
+    failed = [g["name"] for g in parity if not g["passed"]]
+    if not failed:
+        return f"Parity checks passed ({len(parity)} of {len(parity)})."
+    return f"{len(failed)} of {len(parity)} parity checks FAILED: {', '.join(failed)}."
+
+
 def _gates_summary(gates: list[dict[str, Any]]) -> str:
     if not gates:
         return "No deploy gates were configured."
@@ -353,6 +385,47 @@ def _gates_summary(gates: list[dict[str, Any]]) -> str:
     if not failed:
         return f"All deploy gates passed ({len(gates)} of {len(gates)})."
     return f"{len(failed)} of {len(gates)} deploy gates FAILED: {', '.join(failed)}."
+
+
+def _deploy(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The "Input and deployment" section: how to call the shipped file, and a snippet that does."""
+    block = report.get("input")
+    if not block:
+        return None
+    pre = block["preprocessing"]
+    rows = [
+        ["File", block.get("artifact", "student.onnx")],
+        ["Input name", block["name"]],
+        ["Shape", " × ".join(str(d) for d in block["shape"])],
+        ["Element type", block["dtype"]],
+        ["Layout", block["layout"]],
+        ["Preprocessing", f"{pre['formula']}, per channel"],
+        ["mean", ", ".join(f"{v:g}" for v in pre["mean"])],
+        ["std", ", ".join(f"{v:g}" for v in pre["std"])],
+        ["Preset", pre["preset"] or "none (the training data's own statistics)"],
+    ]
+    if block.get("outputs") is not None:
+        rows += [
+            [f"Output {i}: {name}", meaning] for i, (name, meaning) in enumerate(block["outputs"].items())
+        ]
+    else:
+        classes = block.get("classes") or []
+        rows.append([f"Classes ({len(classes)})", _classes_cell(classes)])
+    return {
+        "table": Table(["", "Value"], rows, [False, False]),
+        "snippet": deploy_snippet(block, report["task"]).rstrip(),
+        "file": block.get("artifact", "student.onnx"),
+    }
+
+
+def _classes_cell(classes: list[str]) -> str:
+    """``0 T-shirt/top, 1 Trouser, …``: index = output channel; a long list is cut (the file has them all)."""
+    if not classes:
+        return "–"
+    shown = ", ".join(f"{i} {name}" for i, name in enumerate(classes[:CLASSES_SHOWN]))
+    if len(classes) <= CLASSES_SHOWN:
+        return shown
+    return f"{shown}, … ({len(classes)} in all; the file's class_names metadata)"
 
 
 def headline(report: dict[str, Any]) -> str:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from edgekd.context import Upstream
 from edgekd.errors import InputError
-from edgekd.io import RunLock, write_json, write_text, write_with
+from edgekd.io import write_json, write_text, write_with
 from edgekd.recipe import Recipe, apply_overrides, dump_recipe
 from edgekd.results import Artifact, PruneResult, TrainResult, to_dict
 from edgekd.run.components import recipe_from_dict
-from edgekd.run.log import run_log
+from edgekd.run.log import open_run, run_log
 from edgekd.run.prepare import prepare
 from edgekd.run.resume import RunState
 from edgekd.rundir import RunDir
@@ -26,8 +26,8 @@ from edgekd.rundir import RunDir
 
 @contextmanager
 def _locked(out: Path) -> Iterator[RunDir]:
-    run = RunDir(out).create()
-    with RunLock(run.root), run_log(run.log):
+    """The run directory, locked and logged, as ``compress`` has it (:func:`~edgekd.run.log.open_run`)."""
+    with open_run(out) as run, run_log(run.log):
         yield run
 
 
@@ -81,7 +81,8 @@ def export_only(
         raise InputError(
             f"{student_path}: carries no recipe metadata; it was not written by edgekd compress/prune"
         )
-    recipe = recipe_from_dict(apply_overrides(meta["recipe"], overrides), source=f"{student_path} (recipe)")
+    source = f"{student_path} (recipe)"
+    recipe = recipe_from_dict(apply_overrides(meta["recipe"], overrides), source, overrides)
     with _locked(out) as run:
         student = load_student(student_path, trust=trust)
         artifacts = export_student(prepare(recipe, run, teachers=False), student)

@@ -25,15 +25,25 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     Raises:
         InputError: missing/malformed file, unknown key, wrong type, out-of-range value, unknown component.
     """
-    recipe = load.load_recipe(path, overrides)
-    check_components(recipe, str(path))
-    return recipe
+    return _checked(load.load_recipe(path, overrides), str(path), overrides)
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Validate plain data into a :class:`Recipe` and check its components (no path resolution)."""
-    recipe = load.recipe_from_dict(raw, source)
-    check_components(recipe, source)
+def recipe_from_dict(
+    raw: dict[str, Any], source: str = "recipe", overrides: list[str] | tuple[str, ...] = ()
+) -> Recipe:
+    """Validate plain data into a :class:`Recipe` and check its components (no path resolution).
+
+    ``overrides`` (already applied to ``raw``) only say who is to blame for a bad value.
+    """
+    return _checked(load.recipe_from_dict(raw, source, overrides), source, overrides)
+
+
+def _checked(recipe: Recipe, source: str, overrides: list[str] | tuple[str, ...]) -> Recipe:
+    """``recipe`` once its components check out; a bad one a ``--set`` named is blamed on that ``--set``."""
+    try:
+        check_components(recipe, source)
+    except InputError as exc:
+        raise load.reattribute(exc, source, overrides) from None
     return recipe
 
 

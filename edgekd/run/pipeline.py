@@ -24,15 +24,15 @@ from edgekd import __version__, distill, export, profile, prune, report, teacher
 from edgekd.context import RunContext, Stage, Upstream
 from edgekd.engine import distributed
 from edgekd.errors import InputError
-from edgekd.io import RunLock, remove_stale_temporaries, write_text
+from edgekd.io import remove_stale_temporaries, write_text
 from edgekd.recipe import Recipe, dump_recipe
 from edgekd.report.gates import raise_if_failed
 from edgekd.results import ReportResult, from_dict, to_dict
-from edgekd.run.log import run_log, stage_clock
+from edgekd.run.log import open_run, run_log, stage_clock
 from edgekd.run.prepare import prepare
 from edgekd.run.ranks import follow, serving, serving_ranks, share_distill_job
 from edgekd.run.resume import RunState, hash_inputs
-from edgekd.rundir import RunDir
+from edgekd.rundir import REPORT_JSON, REPORT_MD
 
 log = logging.getLogger("edgekd")
 
@@ -51,7 +51,7 @@ def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = Fals
 
     Args:
         recipe: the resolved recipe.
-        out: the run directory (created if missing).
+        out: the run directory (created if missing; removed again if the run fails before any result).
         resume: continue a killed run in ``out``: finished stages are reused (see :mod:`edgekd.run.resume`),
             distillation continues from its last epoch checkpoint. Without it, a previous run's state and
             artifacts in ``out`` are removed first.
@@ -75,15 +75,14 @@ def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = Fals
                 return None
             with serving():
                 return compress(recipe, out, resume=resume, force=force)
-    run = RunDir(out).create()
-    with RunLock(run.root):
+    with open_run(out) as run:  # a failure before any result leaves no run directory it created
         state = RunState(run)
         resuming = resume and state.has_previous_run()
-        if resuming:
-            state.check_recipe(recipe.to_yaml_dict(), force)
-        else:
-            state.start_fresh()
-        with run_log(run.log, append=resuming):
+        with run_log(run.log, append=resuming):  # the error that ends the run is logged here too
+            if resuming:
+                state.check_recipe(recipe.to_yaml_dict(), force)
+            else:
+                state.start_fresh()
             remove_stale_temporaries(run.root)
             if resume and not resuming:
                 log.info("nothing to resume in %s; starting a new run", run.root)
@@ -91,7 +90,8 @@ def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = Fals
             log.info("edgekd %s: compress → %s%s", __version__, run.root, " (resumed)" if resuming else "")
             final = _Walk(state, resuming).through(recipe, PIPELINE)
             result = final.get(ReportResult)
-            raise_if_failed(list(result.gates))  # exit 3 only now: a gated CI job still gets every file
+            explained = REPORT_MD if "md" in recipe.report.formats else REPORT_JSON
+            raise_if_failed(list(result.gates), explained)  # exit 3 only now: a gated CI job gets every file
             return result.report
 
 

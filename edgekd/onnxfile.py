@@ -1,7 +1,9 @@
 """Check that a file is a loadable, well-formed ONNX model before anything uses it.
 
 Why up front: ONNX Runtime's own load errors are multi-line C++ messages; a truncated copy or a text file
-passed as a model should get one line naming the file and what is wrong with it.
+passed as a model should get one line naming the file and what is wrong with it. Why at the bottom layer:
+export checks what it wrote and profile checks what it is given, and profiling any ONNX file must not import
+torch (``edgekd profile`` on a laptop, ``edgekd targets``).
 """
 
 from __future__ import annotations
