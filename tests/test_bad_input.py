@@ -520,7 +520,25 @@ def test_failed_run_in_an_existing_directory_logs_the_error_and_removes_its_empt
     assert errors == [line.removeprefix("edgekd: ")], log
     assert re.search(r"DEBUG edgekd: traceback of the error above:\nTraceback", log), log
     assert not (out / "plots").exists() and not (out / "state").exists()
-    assert (out / "mine.txt").read_text() == "the user's own file" and (out / "recipe.yaml").is_file()
+    assert (out / "mine.txt").read_text() == "the user's own file" and not (out / "recipe.yaml").exists()
+
+
+def test_failed_new_run_leaves_the_previous_run_in_its_directory_whole(tmp_path):
+    """A fresh compress replaces a previous run only once its own data and teacher load: a bad checkpoint must
+    not cost the user the results already there (nor their recipe.yaml, which says what produced them)."""
+    ckpt = checkpoint_file(tmp_path, {"epoch": 3})
+    out = tmp_path / "run"
+    (out / "state").mkdir(parents=True)
+    previous = {
+        "recipe.yaml": "seed: 7\n",
+        "report.json": "{}",
+        "student.onnx": "onnx",
+        "state/prune.done.json": "{}",
+    }
+    for name, text in previous.items():
+        (out / name).write_text(text)
+    one_line_error(cli("compress", str(teacher_recipe(tmp_path, ckpt)), "--out", str(out)))
+    assert {name: (out / name).read_text() for name in previous} == previous
 
 
 def test_failed_run_keeps_what_a_stage_wrote(tmp_path):

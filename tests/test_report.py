@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgekd.data.fashion_mnist import CLASS_NAMES
 from edgekd.errors import InputError
 from edgekd.io import TMP_MARK
 from edgekd.report import (
@@ -39,18 +40,7 @@ from edgekd.results import (
 TEACHER = ModelSummary(params=272_282, macs=31_220_224, metrics={"accuracy": 0.9231, "top5": 0.9987})
 STUDENT = ModelSummary(params=75_210, macs=8_103_552, metrics={"accuracy": 0.9118, "top5": 0.9981})
 DEVICE = {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2}
-CLASSES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+CLASSES = CLASS_NAMES  # Fashion-MNIST's
 INPUT = InputSpec(
     "student.onnx", "input", ("batch", 1, 28, 28), "float32", (0.286,), (0.353,), classes=CLASSES
 )

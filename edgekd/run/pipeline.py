@@ -81,14 +81,17 @@ def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = Fals
         with run_log(run.log, append=resuming):  # the error that ends the run is logged here too
             if resuming:
                 state.check_recipe(recipe.to_yaml_dict(), force)
-            else:
-                state.start_fresh()
-            remove_stale_temporaries(run.root)
-            if resume and not resuming:
+            elif resume:
                 log.info("nothing to resume in %s; starting a new run", run.root)
-            write_text(run.recipe, dump_recipe(recipe))
+            remove_stale_temporaries(run.root)
             log.info("edgekd %s: compress → %s%s", __version__, run.root, " (resumed)" if resuming else "")
-            final = _Walk(state, resuming).through(recipe, PIPELINE)
+            with stage_clock("data") as data:  # before a previous run is replaced: bad input leaves it whole
+                ctx = prepare(recipe, run)
+                data.update(train=len(ctx.data.train), eval=len(ctx.data.eval))
+            if not resuming:
+                state.start_fresh()
+            write_text(run.recipe, dump_recipe(recipe))
+            final = _Walk(state, resuming).through(ctx, Upstream(stages={"data": data}), PIPELINE)
             result = final.get(ReportResult)
             explained = REPORT_MD if "md" in recipe.report.formats else REPORT_JSON
             raise_if_failed(list(result.gates), explained)  # exit 3 only now: a gated CI job gets every file
@@ -102,11 +105,8 @@ class _Walk:
     state: RunState
     resuming: bool
 
-    def through(self, recipe: Recipe, stages: tuple[Stage, ...]) -> Upstream:
-        with stage_clock("data") as entry:
-            ctx = prepare(recipe, self.state.run)
-            entry.update(train=len(ctx.data.train), eval=len(ctx.data.eval))
-        upstream, chained = Upstream(stages={"data": entry}), None
+    def through(self, ctx: RunContext, upstream: Upstream, stages: tuple[Stage, ...]) -> Upstream:
+        chained = None
         for stage in stages:
             with stage_clock(stage.name) as entry:
                 result, chained = self.stage(ctx, upstream, stage, chained, entry)
