@@ -14,7 +14,7 @@ from edgekd.export.fp32 import export_onnx
 from edgekd.export.ort import OrtPredictor, create_session, evaluate_onnx, evaluate_session, session_options
 from edgekd.export.parity import ParityLimits, ParityReference
 from edgekd.export.stage import STAGE, export_student, run
-from edgekd.export.variants import export_variants, variant_paths
+from edgekd.export.variants import export_variants
 from edgekd.onnxfile import check_onnx_file
 
 __all__ = [
@@ -31,5 +31,4 @@ __all__ = [
     "export_variants",
     "run",
     "session_options",
-    "variant_paths",
 ]

@@ -18,11 +18,6 @@ from edgekd.results import Artifact
 from edgekd.rundir import RunDir
 
 
-def variant_paths(cfg: ExportConfig, run: RunDir) -> list[Path]:
-    """The files :func:`export_variants` writes for ``cfg``, in order (empty when none is enabled)."""
-    return ([run.int8_onnx] if cfg.int8 else []) + ([run.fp16_onnx] if cfg.fp16 else [])
-
-
 def export_variants(
     fp32_path: Path, student: ParityReference, cfg: ExportConfig, run: RunDir, seed: int = 0
 ) -> list[Artifact]:
