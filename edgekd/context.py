@@ -109,6 +109,10 @@ def _no_info(ctx: RunContext, result: Any) -> dict[str, Any]:
     return {}
 
 
+def _always(recipe: Recipe) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Stage:
     """One pipeline stage, as the orchestrator sees it.
@@ -125,6 +129,8 @@ class Stage:
         trains: the stage keeps an epoch checkpoint it can resume from (``ctx.resume_training``).
         resumable: a finished run's marker may stand in for running it again (the report stage always reruns:
             it is cheap and its output names the run's own timings).
+        applies: ``recipe -> bool``: whether the recipe asks for this stage at all (an optional stage such as
+            sparse training); a stage that does not apply is skipped: no result, no marker, no report entry.
     """
 
     name: str
@@ -136,6 +142,7 @@ class Stage:
     data_parallel: bool = False
     trains: bool = False
     resumable: bool = True
+    applies: Callable[[Recipe], bool] = _always
 
 
 def section(recipe: Recipe, name: str) -> dict[str, Any]:

@@ -30,11 +30,16 @@ def to_dict(obj: Any) -> Any:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """A model as the report states it: size, cost and PyTorch-measured metrics on the eval set."""
+    """A model as the report states it: size, cost and PyTorch-measured metrics.
+
+    ``metrics`` are on the eval (test) split, measured once; ``val_metrics`` on the validation split, the one
+    training selected on (empty without ``data.val``).
+    """
 
     params: int
     macs: int
     metrics: dict[str, float]
+    val_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,11 +196,35 @@ class TeacherResult:
 
 
 @dataclass(frozen=True)
+class DataFreeRecord:
+    """``stages.distill.data_free``: distillation read no training image; what synthesis made and cost."""
+
+    method: str
+    synthetic_samples: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SparsifyResult:
+    """The sparsify stage: group-sparse training of the teacher's copy (``prune.sparsity``).
+
+    ``norms_before``/``norms_after``: the L2 norm of every prunable channel's coupled group, before and after:
+    what the sparse phase changed, and what ``group_l2`` importance then ranks channels by.
+    """
+
+    train: TrainResult
+    reg: float
+    norms_before: tuple[float, ...]
+    norms_after: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class DistillResult:
     """The distill stage: the training run and the distilled student as the report states it."""
 
     train: TrainResult
     student: ModelSummary
+    data_free: DataFreeRecord | None = None  # set when distill.data_free replaced the training split
 
 
 @dataclass(frozen=True)

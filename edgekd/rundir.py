@@ -98,6 +98,11 @@ class RunDir:
         return self.state / "pruned.pt"
 
     @property
+    def sparse_pt(self) -> Path:
+        """The teacher's copy after sparse training (``prune.sparsity``): what the prune stage then prunes."""
+        return self.state / "sparse.pt"
+
+    @property
     def teacher_pt(self) -> Path:
         """``edgekd train``'s checkpoint."""
         return self.root / TEACHER_PT

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,8 +61,11 @@ def cli(
     """Run ``python -m edgekd ARGS`` in a fresh process, as a user would; return it finished, output captured.
 
     ``launcher`` replaces ``python -m edgekd`` (e.g. with ``torchrun … -m edgekd``); ``preexec`` runs in the
-    child before it starts (e.g. to set a resource limit).
+    child before it starts (e.g. to set a resource limit). Plain ``edgekd`` commands run in a fork of a
+    pre-imported interpreter (``tests/_forkserver.py``: the same entry point, without paying the imports again).
     """
+    if launcher == EDGEKD and preexec is None and os.environ.get("EDGEKD_TEST_SUBPROCESS") != "1":
+        return _FORKS.run(list(args), cwd or REPO, timeout)
     return subprocess.run(
         [*launcher, *args],
         capture_output=True,
@@ -67,6 +75,70 @@ def cli(
         env=cli_env(),
         preexec_fn=preexec,
     )
+
+
+class _ForkServer:
+    """The client side of ``tests/_forkserver.py``: started on first use, one command at a time."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.pending = b""
+
+    def run(self, args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+        proc = self._started()
+        with tempfile.TemporaryDirectory(prefix="edgekd-cli-") as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {
+                "args": args,
+                "cwd": str(cwd),
+                "env": cli_env(),
+                "stdout": str(out),
+                "stderr": str(err),
+            }
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(request) + "\n").encode())
+            proc.stdin.flush()
+            pid = self._reply(None)["pid"]
+            try:
+                code = self._reply(timeout)["returncode"]
+            except subprocess.TimeoutExpired:
+                os.killpg(pid, signal.SIGKILL)
+                self._reply(None)
+                raise subprocess.TimeoutExpired([*EDGEKD, *args], timeout) from None
+            return subprocess.CompletedProcess([*EDGEKD, *args], code, out.read_text(), err.read_text())
+
+    def _started(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "tests" / "_forkserver.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=REPO,
+                env=cli_env(),
+            )
+            self.pending = b""
+        return self.proc
+
+    def _reply(self, timeout: float | None) -> dict:
+        """The server's next reply line, read from the raw pipe (no buffered read-ahead to hide from select)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.pending:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([fd], [], [], wait)[0]:
+                raise subprocess.TimeoutExpired("edgekd", timeout or 0)
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(
+                    "the test fork server died; rerun with EDGEKD_TEST_SUBPROCESS=1 to see why"
+                )
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+
+_FORKS = _ForkServer()
 
 
 def one_line_error(proc: subprocess.CompletedProcess, code: int = 2) -> str:

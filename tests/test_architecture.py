@@ -18,7 +18,7 @@ LAYERS = {
     **dict.fromkeys(("errors", "io", "onnxfile", "registry", "results", "recipe", "rundir"), 0),
     **dict.fromkeys(("data", "models", "tasks"), 2),
     **dict.fromkeys(("context", "engine"), 3),
-    **dict.fromkeys(("teacher", "prune", "distill", "export", "profile", "report"), 4),
+    **dict.fromkeys(("teacher", "sparsify", "prune", "distill", "export", "profile", "latency", "report"), 4),
     "run": 5,
     "cli": 6,
     "__main__": 7,

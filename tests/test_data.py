@@ -19,7 +19,8 @@ from tests.conftest import REPO
 
 
 def test_reads_real_files_with_limits(small_data):
-    assert len(small_data.train) == 1024 and len(small_data.eval) == 512
+    # data.val (10% by default) is carved from the 1024 training samples the limit reads
+    assert len(small_data.train) == 922 and len(small_data.val) == 102 and len(small_data.eval) == 512
     assert small_data.input_size == (28, 28) and small_data.in_channels == 1 and small_data.num_classes == 10
     assert small_data.train.images.dtype == torch.uint8
     assert set(small_data.eval.targets.unique().tolist()) <= set(range(10))

@@ -66,8 +66,8 @@ def test_distill_run_keeps_the_best_epoch_and_leaves_the_teacher_untouched(small
     ctx = run_context(small_data, [teacher], distill=cfg, data=DataConfig(batch_size=128))
     result = distill.train_student(ctx, student)
     assert [h.epoch for h in result.history] == [1, 2]
-    # the student holds the kept weights: re-evaluated, it scores the recorded best metrics
-    measured = evaluate_model(student, small_data.eval_loader(512), TASK)
+    # the student holds the kept weights: re-evaluated on the validation split, it scores the recorded best
+    measured = evaluate_model(student, small_data.val_loader(512), TASK)
     assert measured == pytest.approx(result.metrics, abs=1e-6)
     kept = result.metrics["accuracy"]  # the best of epochs 0 (the incoming weights), 1 and 2
     assert kept >= max(h.metrics["accuracy"] for h in result.history)

@@ -25,7 +25,7 @@ GAZE_RECIPE = REPO / "recipes" / "gaze_mobilenet.yaml"
 
 
 def gaze_data(**kwargs) -> DataConfig:
-    return DataConfig(name="synth_eyes", augment=False, **kwargs)
+    return DataConfig(name="synth_eyes", augment=False, **{"val": 0, **kwargs})  # the builder's own splits
 
 
 # --- metrics -------------------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_synth_eyes_is_deterministic_shaped_right_and_prefix_stable():
 def test_sclera_target_gives_binary_masks_of_the_same_images():
     images, _, masks = generate(64, 36, 60, channels=1, seed=0, split=0)
     bundle = build_data(
-        DataConfig(name="synth_eyes", args={"target": "sclera"}, train_limit=64, eval_limit=8)
+        DataConfig(name="synth_eyes", args={"target": "sclera"}, train_limit=64, eval_limit=8, val=0)
     )
     assert torch.equal(bundle.train.images, images) and torch.equal(bundle.train.targets, masks)
     assert masks.shape == (64, 36, 60) and set(masks.unique().tolist()) == {0, 1}
@@ -130,6 +130,7 @@ def test_sclera_target_gives_binary_masks_of_the_same_images():
             args={"target": "sclera", "channels": 3, "size": 64},
             train_limit=4,
             eval_limit=4,
+            val=0,
         )
     )
     assert colour.train.images.shape == (4, 3, 64, 64) and colour.train.targets.shape == (4, 64, 64)

@@ -116,7 +116,7 @@ def test_loader_serves_uint8_masks_as_class_indices():
 
 
 def test_fashion_scenes_deterministic_shaped_and_limit_independent():
-    cfg = {"name": "fashion_scenes", "args": {"canvas": 48, "garments": [1, 3], "seed": 5}}
+    cfg = {"name": "fashion_scenes", "args": {"canvas": 48, "garments": [1, 3], "seed": 5}, "val": 0}
     a = build_data(DataConfig(**cfg, train_limit=12, eval_limit=6))
     b = build_data(DataConfig(**cfg, train_limit=6, eval_limit=6))
     c = build_data(DataConfig(**{**cfg, "args": {**cfg["args"], "seed": 6}}, train_limit=6, eval_limit=6))
@@ -158,7 +158,7 @@ def _write_seg_folder(root, split: str, count: int, palette=None):
 def test_seg_folder_pairs_by_stem_and_reads_class_indices(tmp_path):
     _write_seg_folder(tmp_path, "train", 6)
     _write_seg_folder(tmp_path, "val", 3)
-    data = build_data(DataConfig(name="seg_folder", root=tmp_path, args={"size": [8, 12]}))
+    data = build_data(DataConfig(name="seg_folder", root=tmp_path, args={"size": [8, 12]}, val=0))
     assert data.train.images.shape == (6, 3, 8, 12) and data.eval.targets.shape == (3, 8, 12)
     assert data.num_classes == 3 and set(data.train.targets.unique().tolist()) == {0, 1, 2}
     grey = build_data(DataConfig(name="seg_folder", root=tmp_path, args={"channels": 1}, eval_limit=2))
@@ -174,7 +174,7 @@ def test_seg_folder_maps_colour_masks_through_the_palette(tmp_path):
     _write_seg_folder(tmp_path, "val", 2, palette)
     with pytest.raises(InputError, match="palette"):
         build_data(DataConfig(name="seg_folder", root=tmp_path))
-    data = build_data(DataConfig(name="seg_folder", root=tmp_path, args={"palette": palette.tolist()}))
+    data = build_data(DataConfig(name="seg_folder", root=tmp_path, args={"palette": palette.tolist()}, val=0))
     assert data.num_classes == 3 and set(data.train.targets.unique().tolist()) == {0, 1, 2}
 
 
@@ -187,7 +187,7 @@ def test_image_folder_reads_torchvision_layout(tmp_path):
             for i in range(n):
                 value = 30 if cls == "cat" else 200
                 Image.fromarray(np.full((9, 7), value, np.uint8)).save(tmp_path / split / cls / f"{i}.png")
-    data = build_data(DataConfig(name="image_folder", root=tmp_path))
+    data = build_data(DataConfig(name="image_folder", root=tmp_path, val=0))
     assert data.class_names == ("cat", "dog") and data.num_classes == 2
     assert data.train.images.shape == (8, 1, 9, 7) and data.eval.targets.tolist() == [0, 0, 1, 1]
     with pytest.raises(InputError, match="not found"):

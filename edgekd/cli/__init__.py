@@ -86,13 +86,17 @@ def train(
         {
             "checkpoint": str(run.checkpoint),
             "sha256": run.sha256,
-            "metrics": run.result.metrics,
-            "macs": run.macs,
-            "params": run.params,
+            "metrics": run.summary.metrics,
+            "val_metrics": run.summary.val_metrics,
+            "macs": run.summary.macs,
+            "params": run.summary.params,
             "history": to_dict(run.result.history),
         },
         as_json,
-        lambda: click.echo(f"teacher: {run.checkpoint} metrics {run.result.metrics} sha256 {run.sha256}"),
+        lambda: click.echo(
+            f"teacher: {run.checkpoint} test metrics {run.summary.metrics} "
+            f"(validation {run.summary.val_metrics}) sha256 {run.sha256}"
+        ),
     )
 
 
@@ -472,5 +476,7 @@ def main() -> None:
         click.echo(f"edgekd: error: {one_line(exc.format_message())}{hint}", err=True)
         sys.exit(2)
 
+
+from edgekd.cli import latency as _latency  # noqa: E402,F401  (registers calibrate, predict)
 
 __all__ = ["cli", "main", "InputError"]

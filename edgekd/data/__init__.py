@@ -28,6 +28,7 @@ def register_dataset(name: str, params: type[P]) -> Callable[[BuildFn[P]], Build
 
 from edgekd.data import fashion_mnist, fashion_scenes, image_folder, seg_folder  # noqa: E402,F401,I001  (registers)
 from edgekd.data import synth_eyes  # noqa: E402,F401  (registers)
+from edgekd.data.validation import carve_validation  # noqa: E402
 
 
 def parse_dataset_params(cfg: DataConfig, where: str) -> DatasetParams:
@@ -40,9 +41,12 @@ def parse_dataset_params(cfg: DataConfig, where: str) -> DatasetParams:
     return DATASETS.get(cfg.name).parse(cfg, where)
 
 
-def build_data(cfg: DataConfig) -> DataBundle:
-    """Build the dataset a recipe names (raises InputError when it is missing or malformed)."""
-    return DATASETS.get(cfg.name)(cfg)
+def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
+    """Build the dataset a recipe names, with ``data.val`` carved from its training split with ``seed``.
+
+    Raises InputError when the dataset is missing or malformed, or ``data.val`` leaves nothing to train on.
+    """
+    return carve_validation(DATASETS.get(cfg.name)(cfg), cfg.val, seed)
 
 
 __all__ = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -17,12 +18,15 @@ from pydantic import Field
 from edgekd.data.base import Preprocessing
 from edgekd.data.params import Channels, DatasetParams, Size
 from edgekd.errors import InputError
+from edgekd.recipe.schema import DataConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class FolderParams(DatasetParams):
     """Options every folder dataset takes: how to read the files and where the two splits are."""
+
+    reads_val_directory: ClassVar[bool] = True  # ``data.val: <dir>`` names a split directory
 
     size: Size | None = Field(
         None, description="[height, width] (or one int) to resize to; needed when files differ in size."
@@ -89,19 +93,34 @@ def preprocessing_of(images: torch.Tensor) -> Preprocessing:
     )
 
 
-def split_dirs(root: Path | None, params: FolderParams, name: str) -> tuple[Path, Path]:
-    """``root/<train>`` and ``root/<eval>`` (``data.args.train``/``eval``, default ``train``/``val``)."""
-    if root is None:
+def folder_splits(cfg: DataConfig, params: FolderParams, name: str) -> list[tuple[str, Path, int | None]]:
+    """``(split, directory, limit)`` of each split a folder dataset reads, training split first.
+
+    ``root/<train>`` and ``root/<eval>`` (``data.args.train``/``eval``, default ``train``/``val``), plus
+    ``root/<data.val>`` as the validation split when ``data.val`` names a directory.
+    """
+    if cfg.root is None:
         raise InputError(f"data.root: {name} needs the dataset directory")
-    root = Path(root)
+    root = Path(cfg.root)
     if not root.is_dir():
         raise InputError(f"data.root: {root} is not a directory")
-    dirs = []
-    for sub in (root / params.train, root / params.eval):
+    splits = [("train", root / params.train, cfg.train_limit), ("eval", root / params.eval, cfg.eval_limit)]
+    for _, sub, _ in splits:
         if not sub.is_dir():
             raise InputError(
                 f"{name}: {sub} not found; expected {root}/<split>/ for splits '{params.train}' "
                 f"and '{params.eval}' (set data.args.train / data.args.eval to rename them)"
             )
-        dirs.append(sub)
-    return dirs[0], dirs[1]
+    if isinstance(cfg.val, str):
+        sub = root / cfg.val
+        if not sub.is_dir():
+            raise InputError(
+                f"data.val: {sub} not found; name a directory under {root} laid out like '{params.eval}'"
+            )
+        if cfg.val in (params.train, params.eval):
+            raise InputError(
+                f"data.val: '{cfg.val}' is the {'training' if cfg.val == params.train else 'eval (test)'} "
+                "split; name a directory of its own, or give a fraction to carve from the training split"
+            )
+        splits.append(("val", sub, None))
+    return splits

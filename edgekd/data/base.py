@@ -197,6 +197,8 @@ class DataBundle:
     extra: dict[str, str] = field(default_factory=dict)
     # What the targets mean beyond their shape, for Task.for_data: "gaze_pitch_yaw" (radians) adds gaze metrics.
     target_kind: str = ""
+    # The validation split (``data.val``): what training selects on. ``eval`` is the test split, never selected on.
+    val: TensorSplit | None = None
 
     @property
     def in_channels(self) -> int:
@@ -213,6 +215,10 @@ class DataBundle:
 
     def eval_loader(self, batch_size: int) -> TensorLoader:
         return TensorLoader(self.eval, self.preprocessing, batch_size)
+
+    def val_loader(self, batch_size: int) -> TensorLoader | None:
+        """Batches of the validation split, or ``None`` when the recipe has none (``data.val: 0``)."""
+        return None if self.val is None else TensorLoader(self.val, self.preprocessing, batch_size)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """Real, normalised eval images (used for tracing, export and parity)."""

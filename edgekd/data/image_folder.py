@@ -27,9 +27,9 @@ from edgekd.data import register_dataset
 from edgekd.data._files import (
     IMAGE_SUFFIXES,
     FolderParams,
+    folder_splits,
     guess_channels,
     preprocessing_of,
-    split_dirs,
     stack_images,
 )
 from edgekd.data.base import DataBundle, TensorSplit
@@ -59,17 +59,15 @@ def build_image_folder(cfg: DataConfig, params: ImageFolderParams) -> DataBundle
     """Classification images in ``ROOT/{train,val}/<class>/``: torchvision's ImageFolder layout."""
     from torchvision.datasets.folder import find_classes
 
-    train_dir, eval_dir = split_dirs(cfg.root, params, "image_folder")
+    splits_to_read = folder_splits(cfg, params, "image_folder")
+    train_dir = splits_to_read[0][1]
     try:
         classes, _ = find_classes(str(train_dir))
     except FileNotFoundError as exc:
         raise InputError(f"image_folder: {train_dir}: {exc}") from None
     splits = {}
     channels = params.channels
-    for split, directory, limit in (
-        ("train", train_dir, cfg.train_limit),
-        ("eval", eval_dir, cfg.eval_limit),
-    ):
+    for split, directory, limit in splits_to_read:
         paths, labels = _samples(directory, classes)
         if limit is not None and limit < len(paths):
             # a class-balanced prefix would need the labels' order; take an evenly spaced subset instead
@@ -84,6 +82,7 @@ def build_image_folder(cfg: DataConfig, params: ImageFolderParams) -> DataBundle
         name="image_folder",
         train=splits["train"],
         eval=splits["eval"],
+        val=splits.get("val"),
         num_classes=len(classes),
         preprocessing=preprocessing_of(splits["train"].images),
         class_names=tuple(classes),

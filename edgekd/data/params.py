@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
@@ -39,6 +39,8 @@ class DatasetParams(BaseModel):
     """Base of every dataset's ``data.args``: unknown keys are errors, values are immutable once parsed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Whether ``data.val`` may name a directory (folder datasets); the others carve a fraction or a count.
+    reads_val_directory: ClassVar[bool] = False
 
     def conflicts(self, cfg: DataConfig) -> dict[str, str]:
         """Other ``data`` keys (``augment``, ...) that these options rule out, as ``{key: why}``.
@@ -85,6 +87,11 @@ class DatasetBuilder(Generic[P]):
             if str(key) not in options:
                 raise InputError(_unknown_option(where, self.name, str(key), options))
         params = validate_params(self.Params, cfg.args, where)
+        if isinstance(cfg.val, str) and not self.Params.reads_val_directory:
+            raise InputError(
+                f"{where.removesuffix('.args')}.val: '{cfg.val}' names a directory, which only folder datasets "
+                f"read; {self.name} carves its validation split: give a fraction (0.1) or a count (5000)"
+            )
         conflicts = params.conflicts(cfg)
         if conflicts:
             key, why = next(iter(conflicts.items()))

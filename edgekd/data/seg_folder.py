@@ -36,10 +36,10 @@ from pydantic import BeforeValidator, Field, Strict, ValidationInfo, field_valid
 from edgekd.data import register_dataset
 from edgekd.data._files import (
     FolderParams,
+    folder_splits,
     guess_channels,
     list_images,
     preprocessing_of,
-    split_dirs,
     stack_images,
 )
 from edgekd.data.base import IGNORE_LABEL, DataBundle, TensorSplit
@@ -148,14 +148,11 @@ def _pairs(directory: Path) -> tuple[list[Path], list[Path]]:
 @register_dataset("seg_folder", SegFolderParams)
 def build_seg_folder(cfg: DataConfig, params: SegFolderParams) -> DataBundle:
     """Image/mask PNG pairs in ``ROOT/{train,val}/{images,masks}/``, matched by file stem."""
-    train_dir, eval_dir = split_dirs(cfg.root, params, "seg_folder")
+    splits_to_read = folder_splits(cfg, params, "seg_folder")
     palette = np.asarray(params.palette, dtype=np.int64) if params.palette else None
     channels = params.channels
     splits = {}
-    for split, directory, limit in (
-        ("train", train_dir, cfg.train_limit),
-        ("eval", eval_dir, cfg.eval_limit),
-    ):
+    for split, directory, limit in splits_to_read:
         images, masks = _pairs(directory)
         images, masks = images[:limit], masks[:limit]
         channels = channels or guess_channels(images[0])
@@ -183,6 +180,7 @@ def build_seg_folder(cfg: DataConfig, params: SegFolderParams) -> DataBundle:
         name="seg_folder",
         train=splits["train"],
         eval=splits["eval"],
+        val=splits.get("val"),
         num_classes=num_classes,
         preprocessing=preprocessing_of(splits["train"].images),
         class_names=names or tuple(f"class_{i}" for i in range(num_classes)),

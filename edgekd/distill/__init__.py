@@ -5,6 +5,7 @@ is one registered module, and the README's loss table says what each transfers);
 around it.
 """
 
+from edgekd.distill.data_free import SYNTHESIZERS, build_synthetic_batches, check_data_free
 from edgekd.distill.losses import LOSSES
 from edgekd.distill.losses.base import DistillBatch, DistillLoss, LossContext, LossParams
 from edgekd.distill.objective import DistillObjective
@@ -13,7 +14,10 @@ from edgekd.distill.stage import STAGE, run, train_student
 
 __all__ = [
     "LOSSES",
+    "SYNTHESIZERS",
     "STAGE",
+    "build_synthetic_batches",
+    "check_data_free",
     "DistillBatch",
     "DistillLoss",
     "DistillObjective",

@@ -4,9 +4,17 @@ The objective owns the feature hooks and the loss modules (with their adaptors),
 ``eval`` + ``inference_mode`` (or reads their outputs from a per-sample cache when training is not augmented,
 see :mod:`edgekd.distill.teacher_cache`), and reports each weighted term separately so the history shows what
 drove training.
+
+Precision: under mixed precision (``distill.precision: bf16 | fp16``) the student and teacher forward passes run
+in autocast, and every loss sees its inputs cast to float32 with autocast off (:func:`full_precision`): softmax,
+log-softmax and KL at 16 bits lose the small probabilities KD transfers. The cast is done here once, so no
+loss has to remember it.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -45,6 +53,8 @@ class DistillObjective(nn.Module):
     ) -> None:
         super().__init__()
         self._student = [student]
+        self._student_forward = [student]  # what training calls: the student, or its compiled wrapper
+        self.device = example_input.device  # where the student and teachers sit (the training device)
         self._teachers = teachers
         self.task = task
         self.weights = {spec.name: spec.weight for spec in specs}
@@ -113,9 +123,9 @@ class DistillObjective(nn.Module):
             raise ValueError("teacher outputs can only be cached for un-augmented training images")
         self.teacher_cache = None
         if self.needs_teacher:
-            batches = ((b.images, b.indices) for b in loader.indexed())
+            batches = ((b.images.to(self.device), b.indices) for b in loader.indexed())
             self.teacher_cache = build_teacher_cache(
-                self.teacher_forward, batches, len(loader.split), budget_bytes
+                self.teacher_forward, batches, len(loader.split), budget_bytes, self.device
             )
         return self.teacher_cache is not None
 
@@ -123,7 +133,7 @@ class DistillObjective(nn.Module):
         self, images: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted loss terms for one batch; ``indices`` (positions in the training split) enable the cache."""
-        student_out = self.task.output_tensor(self._student[0](images))
+        student_out = self.task.output_tensor(self._student_forward[0](images))
         teacher_outs: list[torch.Tensor] = []
         teacher_feats: list[dict[str, torch.Tensor]] = []
         if self.needs_teacher:
@@ -131,21 +141,30 @@ class DistillObjective(nn.Module):
                 teacher_outs, teacher_feats = self.teacher_cache.lookup(indices)
             else:
                 teacher_outs, teacher_feats = self.teacher_forward(images)
-        batch = DistillBatch(
-            student=student_out,
-            teachers=teacher_outs,
-            targets=targets,
-            student_features=dict(self.student_hooks.features),
-            teacher_features=teacher_feats,
-            epoch=self.epoch,
-        )
-        total = student_out.new_zeros(())
-        terms: dict[str, float] = {}
-        for name, loss_fn in self.losses.items():
-            value = loss_fn(batch) * self.weights[name]
-            terms[name] = float(value.detach())
-            total = total + value
+        with full_precision(student_out.device):
+            batch = DistillBatch(
+                student=student_out.float(),
+                teachers=[t.float() for t in teacher_outs],
+                targets=targets,
+                student_features={k: v.float() for k, v in self.student_hooks.features.items()},
+                teacher_features=[{k: v.float() for k, v in f.items()} for f in teacher_feats],
+                epoch=self.epoch,
+            )
+            total = batch.student.new_zeros(())
+            terms: dict[str, float] = {}
+            for name, loss_fn in self.losses.items():
+                value = loss_fn(batch) * self.weights[name]
+                terms[name] = float(value.detach())
+                total = total + value
         return total, terms
+
+    def compile_student(self) -> None:
+        """Train through ``torch.compile(student)`` (same weights; evaluation and export use the plain module).
+
+        Why only the training forward: the compiled wrapper shares the student's parameters, so the student
+        itself stays an ordinary module for evaluation, ``student.pt`` and ONNX export.
+        """
+        self._student_forward = [torch.compile(self._student[0])]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -154,3 +173,10 @@ class DistillObjective(nn.Module):
         self.student_hooks.remove()
         for hooks in self.teacher_hooks:
             hooks.remove()
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Autocast off for the block: the losses run in float32 whatever precision the forward passes used."""
+    with torch.autocast(device.type, enabled=False):
+        yield

@@ -7,9 +7,10 @@ how the process group is set up. Everything here is a no-op in a single process,
 
 The process group is started from the environment ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``/``MASTER_PORT``), whether ``torchrun`` was run by hand or by ``edgekd compress --nproc``.
-Backend: gloo for CPU tensors, nccl for CUDA ones; ``EDGEKD_DIST_BACKEND`` overrides it. Every collective
-times out after ``EDGEKD_DIST_TIMEOUT`` seconds (default 1800), so a rank that stops answering ends the job
-with an error instead of a hang.
+Backend: gloo when training on the CPU, nccl when training on CUDA (one process per GPU: rank ``LOCAL_RANK``
+of a node trains on ``cuda:LOCAL_RANK``, see :mod:`edgekd.engine.device`); ``EDGEKD_DIST_BACKEND`` overrides
+it. Every collective times out after ``EDGEKD_DIST_TIMEOUT`` seconds (default 1800), so a rank that stops
+answering ends the job with an error instead of a hang.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def is_main() -> bool:
 def choose_backend(device_type: str = "cpu") -> str:
     """``EDGEKD_DIST_BACKEND`` if set, else gloo for CPU tensors and nccl for CUDA tensors.
 
-    edgekd trains on the CPU today, so the automatic choice is gloo; nccl only carries CUDA tensors.
+    ``device_type`` is the training device's type (the recipe's ``device``, resolved); nccl only carries
+    CUDA tensors, so it is refused for any other.
 
     Raises:
         InputError: the override names a backend other than gloo or nccl.
@@ -90,7 +92,8 @@ def choose_backend(device_type: str = "cpu") -> str:
         raise InputError(f"{ENV_BACKEND}={chosen!r}: unknown backend; use one of {', '.join(BACKENDS)}")
     if chosen == "nccl" and device_type != "cuda":
         raise InputError(
-            f"{ENV_BACKEND}=nccl: edgekd trains on the CPU and nccl carries only CUDA tensors; use gloo"
+            f"{ENV_BACKEND}=nccl: training runs on the {device_type} and nccl carries only CUDA tensors; use gloo "
+            "(or device: cuda on a GPU machine)"
         )
     return chosen
 
@@ -108,10 +111,12 @@ def collective_timeout() -> datetime.timedelta:
 
 
 @contextlib.contextmanager
-def session() -> Iterator[None]:
+def session(device: torch.device | str = "cpu") -> Iterator[None]:
     """Join the process group ``torchrun`` describes for the duration of the block, then leave it.
 
-    Ranks other than 0 log only warnings to the console, so the job's console shows one progress stream.
+    ``device`` is this process's training device: its type picks the backend (:func:`choose_backend`), and a
+    CUDA device becomes the process's current GPU before nccl starts. Ranks other than 0 log only warnings to
+    the console, so the job's console shows one progress stream.
 
     Raises:
         EdgekdError: the process group cannot be formed (rendezvous failed or timed out).
@@ -119,7 +124,10 @@ def session() -> Iterator[None]:
     if requested_world_size() <= 1 or dist.is_initialized():
         yield
         return
-    backend, timeout = choose_backend("cpu"), collective_timeout()
+    device = torch.device(device)
+    backend, timeout = choose_backend(device.type), collective_timeout()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # nccl's collectives (and broadcast_object) run on the current GPU
     try:
         dist.init_process_group(backend, timeout=timeout)
     except Exception as exc:  # a rendezvous failure surfaces as RuntimeError/DistError/ValueError
@@ -135,10 +143,11 @@ def session() -> Iterator[None]:
         for handler in console:
             handler.setLevel(max(handler.level, logging.WARNING))
     log.debug(
-        "distributed: %d ranks, backend %s, %d threads per rank",
+        "distributed: %d ranks, backend %s, %d threads per rank, training on %s",
         world_size(),
         backend,
         torch.get_num_threads(),
+        device,
     )
     try:
         yield
@@ -171,7 +180,8 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     if not is_distributed() or not values:
         return values
     keys = list(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=on)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     tensor /= world_size()
     return dict(zip(keys, tensor.tolist(), strict=True))
@@ -210,7 +220,11 @@ def data_parallel(
     from torch.nn.parallel import DistributedDataParallel
 
     has_extra = extra is not None and any(p.requires_grad for p in extra.parameters())
-    return DistributedDataParallel(_TrainStep(model, extra, compute_loss), find_unused_parameters=has_extra)
+    device = next(model.parameters()).device
+    step = _TrainStep(model, extra, compute_loss)
+    if device.type == "cuda":  # one GPU per process: DDP's single-device mode
+        return DistributedDataParallel(step, device_ids=[device.index], find_unused_parameters=has_extra)
+    return DistributedDataParallel(step, find_unused_parameters=has_extra)
 
 
 def record_error(line: str, exit_code: int) -> bool:

@@ -32,11 +32,20 @@ def evaluate(
 def evaluate_model(
     model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], task: Task, desc: str | None = None
 ) -> dict[str, float]:
-    """Evaluate a PyTorch model in eval mode under ``inference_mode`` (restores its training flag)."""
+    """Evaluate a PyTorch model in eval mode under ``inference_mode`` (restores its training flag).
+
+    The model may sit on a training device (evaluation during training on a GPU): each batch goes there and
+    its predictions come back to the CPU, where the metric code runs for PyTorch and ONNX Runtime alike.
+    """
     was_training = model.training
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return task.output_tensor(model(x.to(device, non_blocking=True))).float().cpu()
+
     try:
         with torch.inference_mode():
-            return evaluate(lambda x: task.output_tensor(model(x)).float(), loader, task, desc)
+            return evaluate(predict, loader, task, desc)
     finally:
         model.train(was_training)

@@ -29,7 +29,7 @@ def save_run_student(
         "edgekd_version": __version__,
         "recipe": ctx.recipe.to_yaml_dict(),
         "prune": to_dict(prune) if prune else None,
-        "metrics": train.metrics if train else None,
+        "metrics": train.metrics if train else None,  # validation split: what selected the kept epoch
     }
     save_student(path, student, ctx.recipe.teacher.model, ctx.data.num_classes, ctx.data.in_channels, meta)
 

@@ -15,7 +15,7 @@ from edgekd.tasks.base import Task
 def summarize(
     model: nn.Module, data: DataBundle, task: Task, batch_size: int, what: str = "teacher.model"
 ) -> ModelSummary:
-    """Params, MACs and PyTorch eval metrics of ``model`` (``what`` names it in errors).
+    """Params, MACs and PyTorch metrics of ``model`` on the test and validation splits (``what`` names it).
 
     Raises:
         InputError: the MACs counter (a ``torch.jit`` trace) cannot trace the model; names what it tripped on.
@@ -29,4 +29,6 @@ def summarize(
             "traceable: tensor outputs, no Python control flow on tensor values"
         ) from exc
     metrics = evaluate_model(model, data.eval_loader(batch_size), task)
-    return ModelSummary(params=cost.params, macs=cost.macs, metrics=metrics)
+    val_loader = data.val_loader(batch_size)
+    val_metrics = evaluate_model(model, val_loader, task) if val_loader is not None else {}
+    return ModelSummary(params=cost.params, macs=cost.macs, metrics=metrics, val_metrics=val_metrics)

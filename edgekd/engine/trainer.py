@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
-import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from edgekd.data.base import DataBundle, TensorLoader
+from edgekd.data.base import Batch, DataBundle, TensorLoader
 from edgekd.engine import distributed
+from edgekd.engine.device import TrainDevice, to_cpu
 from edgekd.engine.evaluate import evaluate_model
+from edgekd.engine.optim import build_optimizer, build_scheduler, seed_everything
 from edgekd.engine.sync_batchnorm import sync_batchnorm
 from edgekd.errors import EdgekdError, InputError
 from edgekd.io import write_with
@@ -33,10 +33,35 @@ from edgekd.tasks.base import Task
 
 log = logging.getLogger("edgekd")
 
+__all__ = [
+    "BatchSource",
+    "FitOptions",
+    "LossFn",
+    "build_optimizer",
+    "build_scheduler",
+    "fit",
+    "seed_everything",
+]
+
 # (images, targets) -> (total loss, {term name: value}) for one batch. A loss whose class sets
 # ``uses_sample_indices = True`` is also given ``indices=`` (the batch's positions in the training split), so it
 # can look up per-sample values computed once (the distillation objective's cached teacher outputs).
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+class BatchSource(Protocol):
+    """Training batches from somewhere other than the training split (``FitOptions.batches``).
+
+    Why a protocol: data-free distillation synthesises its batches from the teacher and must not touch the
+    training split, yet keeps this loop's schedule, evaluation, checkpoints and resume. A source with
+    ``state_dict``/``load_state_dict`` has that state saved in, and restored from, the epoch checkpoint.
+    """
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def indexed(self) -> Iterator[Batch]: ...
 
 
 @dataclass(frozen=True)
@@ -55,42 +80,11 @@ class FitOptions:
     checkpoint: Path | None = None
     resume: bool = False
     eval_batch_size: int = 512
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every RNG edgekd uses; CPU results are then repeatable run to run."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
-    )
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step LR multiplier: linear warm-up, then cosine / constant; or PyTorch's OneCycle."""
-    total = max(1, cfg.epochs * steps_per_epoch)
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    device: TrainDevice = TrainDevice()  # where and at which precision; fit returns the model on the CPU
+    batches: BatchSource | None = None  # train on these instead of data's training split (data-free mode)
+    # Called between backward and the optimizer step, on unscaled gradients: gradient-side regularisers such
+    # as torch-pruning's group-norm regulariser (sparse training before pruning) add to ``param.grad`` here.
+    after_backward: Callable[[], None] | None = None
 
 
 def fit(
@@ -103,9 +97,10 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` (and ``extra_modules``, e.g. feature adaptors) and keep the best-evaluated weights.
 
-    On return ``model`` holds the weights of the best epoch by the task's primary metric (epoch 0 = the weights
-    it came in with). With ``options.checkpoint`` set, ``state/…-last.pt`` is rewritten atomically after every
-    epoch and ``options.resume`` continues from it.
+    On return ``model`` holds the weights of the best epoch by the task's primary metric on the validation split
+    (epoch 0 = the weights it came in with; the last epoch when there is no validation split). The eval (test)
+    split is never looked at here: it is evaluated once per artifact, after training. With ``options.checkpoint``
+    set, ``state/…-last.pt`` is rewritten atomically after every epoch and ``options.resume`` continues from it.
 
     Data-parallel (inside :func:`edgekd.engine.distributed.session`): ``options.batch_size`` is the global
     batch, each rank trains on its equal slice of it under DDP (gradients of ``model`` and ``extra_modules``
@@ -116,6 +111,7 @@ def fit(
     if distributed.requested_world_size() > 1 and not distributed.is_distributed():
         raise InputError(f"{options.desc}: only `edgekd compress` runs distributed (torchrun / --nproc)")
     started = time.perf_counter()
+    options.device.place(model, extra_modules)  # before the optimizer and DDP take the parameters
     trainable = list(model.parameters()) + (list(extra_modules.parameters()) if extra_modules else [])
     optimizer = build_optimizer(trainable, options.optim)
     loader = _train_loader(data, options)
@@ -130,8 +126,11 @@ def fit(
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, options.optim, len(loader)),
         loader=loader,
-        eval_loader=data.eval_loader(options.eval_batch_size),
+        scaler=options.device.grad_scaler(),
+        val_loader=data.val_loader(options.eval_batch_size),
     )
+    if run.val_loader is None:
+        log.info("%s: no validation split (data.val: 0): the last epoch is kept", options.desc)
 
     progress = _resume(run) or _Progress.start(model, run.evaluate())
     first_epoch = progress.epoch + 1
@@ -143,6 +142,7 @@ def fit(
             _save_checkpoint(options.checkpoint, run, progress)
 
     unsync_batchnorm()
+    to_cpu(model, extra_modules)  # pruning, export and ORT evaluation run on the CPU
     model.load_state_dict(progress.best_state)
     model.eval()
     return TrainResult(
@@ -170,12 +170,16 @@ class _Training:
     step: Callable[..., tuple[torch.Tensor, dict[str, float]]]  # compute_loss, under DDP when distributed
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    loader: TensorLoader
-    eval_loader: TensorLoader
+    loader: TensorLoader | BatchSource
+    scaler: torch.amp.GradScaler  # fp16 loss scaling; a pass-through at fp32 and bf16
+    val_loader: TensorLoader | None  # what epochs are selected on; never the eval (test) split
 
     def evaluate(self) -> dict[str, float]:
-        """The model's metrics on the eval split: computed on rank 0, the same on every rank."""
-        return distributed.on_main(lambda: evaluate_model(self.model, self.eval_loader, self.task))
+        """The model's metrics on the validation split (``{}`` without one): computed on rank 0, on every rank."""
+        if self.val_loader is None:
+            return {}
+        loader = self.val_loader
+        return distributed.on_main(lambda: evaluate_model(self.model, loader, self.task))
 
     def train_mode(self) -> None:
         """Model and loss modules in training mode (BatchNorm statistics, dropout): they may come in eval mode."""
@@ -204,17 +208,29 @@ class _Progress:
         return cls(epoch=0, best_epoch=0, best_metrics=metrics, best_state=copy.deepcopy(model.state_dict()))
 
     def after(self, entry: EpochLog, model: nn.Module, task: Task) -> _Progress:
-        """This progress advanced by one epoch; ``model``'s weights become the best if they beat the best."""
+        """This progress advanced by one epoch; ``model``'s weights become the best if they beat the best.
+
+        Without validation metrics (``data.val: 0``) nothing can be compared: the latest epoch is kept.
+        """
         history = (*self.history, entry)
-        primary, best = entry.metrics[task.primary_metric], self.best_metrics[task.primary_metric]
+        metric = task.primary_metric
+        if metric not in entry.metrics or metric not in self.best_metrics:
+            return _Progress(
+                entry.epoch, entry.epoch, entry.metrics, copy.deepcopy(model.state_dict()), history
+            )
+        primary, best = entry.metrics[metric], self.best_metrics[metric]
         if (primary > best) if task.higher_is_better else (primary < best):
             state = copy.deepcopy(model.state_dict())
             return _Progress(entry.epoch, entry.epoch, entry.metrics, state, history)
         return replace(self, epoch=entry.epoch, history=history)
 
 
-def _train_loader(data: DataBundle, options: FitOptions) -> TensorLoader:
+def _train_loader(data: DataBundle, options: FitOptions) -> TensorLoader | BatchSource:
     """The training batches of this process: all of them, or this rank's share of each when distributed."""
+    if options.batches is not None:  # never builds a loader over the training split
+        if distributed.is_distributed():
+            raise InputError(f"{options.desc}: distill.data_free runs in one process; drop --nproc")
+        return options.batches
     loader = data.train_loader(options.batch_size, augment=options.augment, seed=options.seed)
     if distributed.is_distributed():
         world = distributed.world_size()
@@ -260,24 +276,34 @@ def _train_epoch(run: _Training, epoch: int, log_first_step: bool) -> tuple[floa
     sums: dict[str, float] = {}
     total, batches = 0.0, 0
     bar = tqdm(  # disable=None: no bar when stderr is not a terminal (CI logs, redirects)
-        run.loader.indexed(),
+        # on a GPU, the next batch is assembled meanwhile; not a batch source's (synthesis uses the student)
+        options.device.prefetch(run.loader.indexed()) if options.batches is None else run.loader.indexed(),
         total=len(run.loader),
         desc=f"{options.desc} {epoch}/{options.optim.epochs}",
         leave=False,
         unit="batch",
         disable=None,
     )
+    device = options.device
     for images, targets, indices in bar:
-        loss, terms = (
-            run.step(images, targets, indices=indices) if with_indices else run.step(images, targets)
-        )
+        images, targets = device.batch(images), device.batch(targets)  # indices stay on the host
+        with device.autocast():  # the forward passes; the objective computes its losses in float32
+            loss, terms = (
+                run.step(images, targets, indices=indices) if with_indices else run.step(images, targets)
+            )
         if not torch.isfinite(loss):
             raise EdgekdError(
                 f"{options.desc}: loss became {loss.item()} at epoch {epoch}; lower the learning rate"
             )
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        run.scaler.scale(loss).backward()
+        if options.after_backward is not None:
+            run.scaler.unscale_(
+                run.optimizer
+            )  # the hook sees (and adds to) true gradients; no-op unless fp16
+            options.after_backward()
+        run.scaler.step(run.optimizer)  # skips the step when fp16 gradients overflowed
+        run.scaler.update()
         run.scheduler.step()
         total += float(loss.detach())
         batches += 1
@@ -293,8 +319,13 @@ def _train_epoch(run: _Training, epoch: int, log_first_step: bool) -> tuple[floa
 def _log_epoch(run: _Training, entry: EpochLog, progress: _Progress) -> None:
     """One line per epoch in ``edgekd.log``: what a user watches, and what the tests find epochs by."""
     metric = run.task.primary_metric
+    if metric not in entry.metrics:
+        log.info(
+            "%s epoch %d: loss %.4f %.1fs", run.options.desc, entry.epoch, entry.train_loss, entry.seconds
+        )
+        return
     log.info(
-        "%s epoch %d: loss %.4f %s %.4f (best %.4f @ %d) %.1fs",
+        "%s epoch %d: loss %.4f val %s %.4f (best %.4f @ %d) %.1fs",
         run.options.desc,
         entry.epoch,
         entry.train_loss,
@@ -319,7 +350,11 @@ def _resume(run: _Training) -> _Progress | None:
         run.extra.load_state_dict(state["extra"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):  # fp16 runs: the loss scale reached so far
+        run.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("batches") is not None and hasattr(run.loader, "load_state_dict"):
+        run.loader.load_state_dict(state["batches"])  # e.g. generators, memory bank and RNG of data-free mode
     log.info("%s: resumed after epoch %d", run.options.desc, state["epoch"])
     return _Progress(
         epoch=state["epoch"],
@@ -354,11 +389,13 @@ def _save_checkpoint(path: Path, run: _Training, progress: _Progress) -> None:
         "extra": run.extra.state_dict() if run.extra is not None else None,
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
         "epoch": progress.epoch,
         "best_state": progress.best_state,
         "best_metrics": progress.best_metrics,
         "best_epoch": progress.best_epoch,
         "history": [to_dict(h) for h in progress.history],
         "torch_rng": torch.get_rng_state(),
+        "batches": run.loader.state_dict() if hasattr(run.loader, "state_dict") else None,
     }
     write_with(path, lambda tmp: torch.save(state, tmp))

@@ -65,6 +65,8 @@ class ProbeSettings:
     provider: str | None = None
     op_profile: bool = False
     tensorrt: bool = False
+    bundle: bool = False  # the model is a tar of .onnx files, each timed (edgekd.latency calibration)
+    rounds: int = 1  # bundle: passes over its models; each keeps its lowest p50
 
     @classmethod
     def from_config(cls, cfg: ProfileConfig, threads: int) -> ProbeSettings:
@@ -107,6 +109,8 @@ class ProbeSettings:
             args.append("--op-profile")
         if self.tensorrt:
             args.append("--tensorrt")
+        if self.bundle:
+            args += ["--bundle", "--rounds", str(self.rounds)]
         return args
 
 

@@ -9,6 +9,7 @@ predicts, so it is never pruned (its *input* channels still shrink with the laye
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,10 @@ from torch import nn
 from edgekd.errors import InputError
 from edgekd.registry import did_you_mean
 from edgekd.results import LayerChannels
+
+log = logging.getLogger("edgekd")
+
+IGNORE_HINT = "add the layer named in the message (or its parent) to prune.ignored_layers"
 
 # Layers that own channels: their output width is what pruning changes.
 ROOT_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
@@ -142,6 +147,26 @@ def output_layers(graph: Any) -> list[nn.Module]:
     return heads
 
 
+def head_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of ``model``'s output layers (see :func:`output_layers`): kept at full width by every pruning step.
+
+    Raises:
+        InputError: torch-pruning cannot trace the model.
+    """
+    import torch_pruning as tp
+
+    try:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as exc:  # torch-pruning raises anything from tracing user code
+        raise InputError(
+            f"torch-pruning cannot trace the model ({describe_error(exc)}); {IGNORE_HINT}"
+        ) from exc
+    names = {id(m): n for n, m in model.named_modules()}
+    heads = [names[id(m)] for m in output_layers(graph) if id(m) in names]
+    log.debug("output layers kept at full width: %s", heads)
+    return heads
+
+
 def forward_or_explain(model: nn.Module, example: torch.Tensor, what: str, hint: str) -> Any:
     """Run ``model(example)``; on failure raise InputError naming the innermost module that was running."""
     names = {id(m): n for n, m in model.named_modules()}
@@ -170,3 +195,9 @@ def forward_or_explain(model: nn.Module, example: torch.Tensor, what: str, hint:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: first line`` of an exception raised inside torch-pruning or user code, for a one-line error."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -11,28 +11,38 @@ stays importable without torch.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgekd.recipe.base import OptimConfig, Section
+from edgekd.recipe.data_free import DataFreeConfig
 from edgekd.recipe.gates import GatesConfig
+from edgekd.recipe.prune import PruneConfig
 from edgekd.rundir import FP16_ONNX, INT8_ONNX, STUDENT_ONNX
 
 Fraction = float  # documented alias: values in (0, 1)
 # Recipe keys that are permissions, not inputs: they change what edgekd may do, never what it computes, so a
 # resumed run may change them and no stage's resume hash covers them.
 PERMISSIONS = ("teacher.trust_checkpoint",)
-
-
-class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, models are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+# `device`: where training runs (edgekd.engine.device resolves it; syntax only here, availability at start-up).
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+# Training precision: autocast dtype around the forward passes (losses stay float32); fp16 needs CUDA.
+Precision = Literal["fp32", "bf16", "fp16"]
+# Default validation split: 10% of the training split, at most VAL_FRACTION_CAP samples (enough to rank epochs
+# to ~0.4 pt on accuracy; more would only take training images away).
+DEFAULT_VAL_FRACTION = 0.1
+VAL_FRACTION_CAP = 5000
 
 
 class DataConfig(Section):
-    """Where the data comes from and how it is batched. ``eval`` is the held-out split (test set)."""
+    """Where the data comes from and how it is batched.
+
+    ``eval`` is the held-out test split, evaluated once per artifact; ``val`` is carved from the training split
+    and is the only split that selects anything (best epoch, automatic choices), so test numbers stay unbiased.
+    """
 
     name: str = Field("fashion_mnist", description="Registered dataset name (see `edgekd schema`).")
     args: dict[str, Any] = Field(
@@ -42,12 +52,31 @@ class DataConfig(Section):
     download: bool = Field(False, description="Download (with checksum verification) when not found locally.")
     train_limit: int | None = Field(None, ge=1, description="Use only the first N training samples.")
     eval_limit: int | None = Field(None, ge=1, description="Use only the first N evaluation samples.")
+    val: float | int | str | None = Field(
+        DEFAULT_VAL_FRACTION,
+        description=(
+            "Validation split for model selection, carved from the training split with the run's seed: a "
+            f"fraction in (0, 1) (at most {VAL_FRACTION_CAP} samples), a sample count, a directory (folder "
+            "datasets: a subfolder laid out like the eval one), or 0/null for none (the last epoch is kept)."
+        ),
+    )
     augment: bool = Field(
         True, description="Standard training augmentation (random crop with padding, flip)."
     )
     batch_size: int = Field(128, ge=1, description="Global batch per training step (split over all ranks).")
     eval_batch_size: int = Field(512, ge=1)
     workers: int = Field(0, ge=0, description="DataLoader workers; 0 serves in-memory tensors directly.")
+
+    @field_validator("val")
+    @classmethod
+    def _val_in_range(cls, value: float | int | str | None) -> float | int | str | None:
+        if isinstance(value, bool):
+            raise ValueError("give a fraction in (0, 1), a sample count, a directory, or 0/null for none")
+        if isinstance(value, float) and not 0.0 <= value < 1.0:
+            raise ValueError(f"a fraction must be in (0, 1), got {value}; give a count as an integer")
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"a sample count must be >= 0, got {value}")
+        return value
 
 
 class ModelSpec(Section):
@@ -71,51 +100,14 @@ class TeacherConfig(Section):
     )
 
 
-class OptimConfig(Section):
-    """Optimisation settings shared by teacher training and distillation."""
-
-    epochs: int = Field(5, ge=0)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["cosine", "constant", "onecycle"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-
-
 class TrainConfig(OptimConfig):
     """``edgekd train``: trains the teacher from scratch (or from ``teacher.checkpoint`` when given)."""
 
     epochs: int = Field(15, ge=1)
     lr: float = Field(0.1, gt=0)
-
-
-class PruneConfig(Section):
-    """Structural pruning with torch-pruning's dependency graph.
-
-    ``target`` says what ``reduction`` measures: ``macs`` / ``params`` (fraction of the teacher's removed; the
-    pruner steps until the target is met within ``tolerance``) or ``channels`` (torch-pruning's channel pruning
-    ratio per group).
-    """
-
-    importance: str = Field("group_l2", description="Registered importance criterion.")
-    target: Literal["macs", "params", "channels"] = "macs"
-    reduction: float = Field(0.74, gt=0, lt=1, description="Fraction removed (of MACs, params or channels).")
-    tolerance: float = Field(
-        0.01, gt=0, lt=0.5, description="Accepted |achieved - reduction| for macs/params."
+    precision: Precision = Field(
+        "fp32", description="fp32, or bf16/fp16 autocast on the training device (fp16: CUDA only)."
     )
-    global_pruning: bool = Field(False, description="Rank channels across layers instead of per layer.")
-    iterative_steps: int = Field(8, ge=1, le=1000)
-    round_to: int | None = Field(
-        8,
-        ge=1,
-        description="Keep channel counts multiples of this (SIMD-friendly); null keeps any count. Default 8: "
-        "odd widths made a pruned MobileNetV2 slower than the dense one in ORT (benchmarks/realisation.py).",
-    )
-    max_layer_ratio: float = Field(0.95, gt=0, le=1, description="No layer loses more than this fraction.")
-    ignored_layers: list[str] = Field(default_factory=list, description="Module names never pruned.")
-    calibration_batches: int = Field(4, ge=1, description="Batches used by data-driven criteria (Taylor).")
 
 
 class LossSpec(BaseModel):
@@ -189,8 +181,26 @@ class DistillConfig(OptimConfig):
         description="Run the frozen teachers as BatchNorm-folded, channels_last copies (same outputs up to "
         "float rounding; skipped when a loss hooks teacher modules or a teacher is not torch.fx-traceable).",
     )
+    precision: Precision = Field(
+        "fp32",
+        description="fp32, or bf16/fp16 autocast around the forward passes on the training device; the losses "
+        "(softmax, KL) are computed in float32. fp16 needs CUDA (it adds a GradScaler); bf16 also runs on CPUs.",
+    )
+    compile: bool = Field(False, description="torch.compile the student's training forward (slow start).")
+    data_free: DataFreeConfig | None = Field(
+        None,
+        description="Distil from batches synthesised from the teacher instead of the training split "
+        "(edgekd/distill/data_free): true for the defaults, or {method, steps_per_epoch, ...}.",
+    )
 
     _unique = field_validator("losses")(_unique_loss_names)
+    _data_free = field_validator("data_free", mode="before")(lambda v: _enabled_section(v))
+
+    @model_validator(mode="after")
+    def _data_free_is_one_phase(self) -> DistillConfig:
+        if self.data_free is not None and self.phases:
+            raise ValueError("distill.data_free runs one phase: remove distill.phases or distill.data_free")
+        return self
 
     def loss_lists(self) -> list[tuple[str, list[LossSpec]]]:
         """``(key path, losses)`` of every loss list that will train (the phases', else this section's)."""
@@ -294,6 +304,11 @@ class ProfileConfig(Section):
         "CoreMLExecutionProvider (short forms like cuda work); null = CPU. Each target's onnxruntime must "
         "have it; one that lacks it is refused with the list it has.",
     )
+    latency_cache: str | None = Field(
+        None,
+        description="Directory of cached latency models (edgekd calibrate); the report predicts each "
+        "profile's p50 from them. Default ~/.cache/edgekd/latency; $EDGEKD_LATENCY_CACHE wins.",
+    )
 
     @field_validator("threads")
     @classmethod
@@ -337,6 +352,11 @@ class Recipe(Section):
 
     task: str = Field("classification", description="classification | segmentation | regression")
     seed: int = Field(0, ge=0)
+    device: str = Field(
+        "auto",
+        description="Where training runs (teacher training, distillation): auto (CUDA, then MPS, else CPU), "
+        "cpu, cuda, cuda:N or mps. Pruning, export and profiling always run on the CPU.",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -346,6 +366,14 @@ class Recipe(Section):
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not re.fullmatch(DEVICE_PATTERN, value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
 
     @model_validator(mode="after")
     def _report_needs_json(self) -> Recipe:

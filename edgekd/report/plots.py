@@ -21,7 +21,12 @@ from matplotlib.figure import Figure  # noqa: E402  (after selecting the backend
 
 from edgekd.io import atomic_path  # noqa: E402
 from edgekd.report import fmt  # noqa: E402
-from edgekd.report.samples import SEGMENTATION_PLOT, SEGMENTATION_TITLE  # noqa: E402
+from edgekd.report.samples import (  # noqa: E402
+    SEGMENTATION_PLOT,
+    SEGMENTATION_TITLE,
+    SYNTHETIC_PLOT,
+    SYNTHETIC_TITLE,
+)
 from edgekd.report.schema import FRACTION_METRICS  # noqa: E402
 from edgekd.report.view import primary_metric  # noqa: E402
 
@@ -55,6 +60,9 @@ def draw_plots(report: dict[str, Any], plots_dir: Path) -> list[tuple[str, Path]
     strip = plots_dir / SEGMENTATION_PLOT  # drawn by the pipeline, which has the images and models
     if strip.is_file():
         written.append((SEGMENTATION_TITLE, strip))
+    samples = plots_dir / SYNTHETIC_PLOT  # drawn by a data-free distill stage, which had the samples
+    if samples.is_file():
+        written.append((SYNTHETIC_TITLE, samples))
     return written
 
 
@@ -130,10 +138,12 @@ def _distillation(report: dict[str, Any]) -> Figure | None:
     unit = f"{name} (%)" if scale == 100.0 else name
     fig = Figure(figsize=(6.5, 3.8))
     ax = fig.add_subplot()
-    ax.plot(epochs, [v * scale for v in values], "o-", color=_COLORS[0], label=f"student {name} (PyTorch)")
-    teacher = report["models"]["teacher"]["metrics"].get(name)
+    ax.plot(
+        epochs, [v * scale for v in values], "o-", color=_COLORS[0], label=f"student val {name} (PyTorch)"
+    )
+    teacher = (report["models"]["teacher"].get("val_metrics") or {}).get(name)  # the same split as the curve
     if teacher is not None:
-        ax.axhline(teacher * scale, color=_COLORS[3], ls="--", lw=1, label=f"teacher {name} (PyTorch)")
+        ax.axhline(teacher * scale, color=_COLORS[3], ls="--", lw=1, label=f"teacher val {name} (PyTorch)")
     ax.set_xlabel("epoch")
     ax.set_ylabel(unit)
     ax.xaxis.get_major_locator().set_params(integer=True)

@@ -28,6 +28,9 @@ from edgekd.io import atomic_path  # noqa: E402
 
 SEGMENTATION_PLOT = "segmentation.png"
 SEGMENTATION_TITLE = "Eval images: input / label / teacher mask / student mask (ONNX Runtime)"
+# Drawn by the distill stage in data-free mode (edgekd.distill.data_free.record): the latest synthetic samples.
+SYNTHETIC_PLOT = "synthetic.png"
+SYNTHETIC_TITLE = "Synthetic training samples (no training images were used)"
 Predict = Callable[[torch.Tensor], torch.Tensor]
 
 

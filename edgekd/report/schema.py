@@ -42,9 +42,10 @@ def _check_metrics(metrics: dict[str, float]) -> dict[str, float]:
 class ModelEntry(_Model):
     params: Count
     macs: Count
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # eval (test) split, measured once
+    val_metrics: dict[str, float] = {}  # validation split: what training selected on
 
-    _metrics = field_validator("metrics")(_check_metrics)
+    _metrics = field_validator("metrics", "val_metrics")(_check_metrics)
 
 
 class Models(_Model):
@@ -94,6 +95,10 @@ class LatencyEntry(_Model):
         return self
 
 
+class PredictedEntry(_Model):
+    p50: NonNegative
+
+
 class ProfileEntry(_Model):
     target: str
     device: dict[str, Any]
@@ -103,6 +108,8 @@ class ProfileEntry(_Model):
     load_ms: NonNegative
     peak_rss_mb: NonNegative
     runs: Annotated[int, Field(ge=1)]
+    # an addition (docs/run-directory.md): the target's cached latency model's prediction, when one is valid
+    predicted_ms: PredictedEntry | None = None
 
 
 class ArtifactEntry(_Model):
@@ -173,8 +180,30 @@ class InputEntry(_Model):
         return self
 
 
+class DataFreeEntry(_Model):
+    """``stages.distill.data_free``: distillation used no training image; the synthesis it spent instead."""
+
+    method: str
+    synthetic_samples: int = Field(ge=0)
+    seconds: NonNegative
+
+
 class StageEntry(_Model):
     seconds: NonNegative
+    data_free: DataFreeEntry | None = None  # distill only, when distill.data_free replaced the training split
+
+
+class CalibrationError(_Model):
+    within_10pct: Fraction | None  # null when no held-out model was measured (an ONNX file as the source)
+    mape: NonNegative | None
+
+
+class CalibrateEntry(StageEntry):
+    """``stages.calibrate``: written when a run builds a latency model (edgekd.latency)."""
+
+    target: str
+    samples: Count
+    error: CalibrationError
 
 
 class Report(_Model):
@@ -193,6 +222,18 @@ class Report(_Model):
     stages: dict[str, StageEntry]
     # an addition (docs/run-directory.md): older reports have none; null when the run shipped no student.onnx
     input: InputEntry | None = None
+
+    @field_validator("stages")
+    @classmethod
+    def _calibrate(cls, stages: dict[str, StageEntry]) -> dict[str, StageEntry]:
+        if "calibrate" in stages:  # the one stage entry with required keys besides seconds
+            try:
+                CalibrateEntry.model_validate(stages["calibrate"].model_dump())
+            except ValidationError as exc:
+                err = exc.errors(include_url=False)[0]
+                where = "calibrate." + ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"{where}: {err['msg']}") from None
+        return stages
 
     @field_validator("created")
     @classmethod

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgekd.context import RunContext, Stage, Upstream
 from edgekd.data.base import DataBundle
+from edgekd.latency.predict import attach_predictions
 from edgekd.report.build import ReportInputs, build_report
 from edgekd.report.deploy import InputSpec, describe_input
 from edgekd.report.gates import evaluate_gates, parity_gates
@@ -47,6 +48,8 @@ def run(ctx: RunContext, upstream: Upstream) -> ReportResult:
         )
     )
     report["reproducibility"] = reproducibility(ctx, upstream.stages)
+    # predicted beside measured p50, for each profile whose target has a cached latency model
+    attach_predictions(report, ctx.run.root, artifacts, recipe.profile.latency_cache)
     if ctx.task.dense_output and {"md", "html"} & set(formats):
         segmentation_strip(ctx.run, ctx.data)
     write_reports(ctx.run.root, report, formats)

@@ -60,7 +60,7 @@ def build_view(report: dict[str, Any]) -> dict[str, Any]:
         "operators": operators_table(report),
         "pruning_summary": _pruning_summary(report.get("pruning")),
         "layers": _layers(report.get("pruning")),
-        "distill_summary": _distill_summary(report.get("distillation"), report),
+        "distill_summary": _with_data_free(_distill_summary(report.get("distillation"), report), report),
         "history": _history(report.get("distillation")),
         "stages": _stages(report["stages"]),
         "slowest": slowest,
@@ -145,12 +145,19 @@ def _overview(report: dict[str, Any]) -> Table:
         ["Parameters", fmt.count(t["params"]), fmt.count(s["params"]), _change(t["params"], s["params"])],
         ["MACs", fmt.si(t["macs"]), fmt.si(s["macs"]), _change(t["macs"], s["macs"])],
     ]
-    for name in dict.fromkeys([*t["metrics"], *s["metrics"]]):
-        tv, sv = t["metrics"].get(name), s["metrics"].get(name)
-        delta = sv - tv if tv is not None and sv is not None else None
-        rows.append(
-            [f"{name} (PyTorch)", fmt.metric(name, tv), fmt.metric(name, sv), fmt.metric_delta(name, delta)]
-        )
+    for key, label in (("val_metrics", "validation, PyTorch"), ("metrics", "test, PyTorch")):
+        t_m, s_m = t.get(key) or {}, s.get(key) or {}
+        for name in dict.fromkeys([*t_m, *s_m]):
+            tv, sv = t_m.get(name), s_m.get(name)
+            delta = sv - tv if tv is not None and sv is not None else None
+            rows.append(
+                [
+                    f"{name} ({label})",
+                    fmt.metric(name, tv),
+                    fmt.metric(name, sv),
+                    fmt.metric_delta(name, delta),
+                ]
+            )
     ta, sa = _artifact(report, "teacher"), _artifact(report, "student")
     ta_m, sa_m = (ta or {}).get("metrics", {}), (sa or {}).get("metrics", {})
     for name in dict.fromkeys([*ta_m, *sa_m]):
@@ -295,11 +302,28 @@ def _distill_summary(distill: dict[str, Any] | None, report: dict[str, Any]) -> 
         return None
     name = primary_metric(report)
     best = distill["metrics"].get(name) if name else None
-    kept = f" ({name} {fmt.metric(name, best)} in PyTorch)" if best is not None else ""
+    if best is None:  # no validation split: nothing was selected
+        return (
+            f"{distill['epochs']} epochs in {fmt.seconds(distill.get('seconds'))}; "
+            f"kept the last epoch ({distill['best_epoch']}): no validation split to select on."
+        )
     return (
-        f"{distill['epochs']} epochs in {fmt.seconds(distill.get('seconds'))}; "
-        f"kept the weights of epoch {distill['best_epoch']}{kept}."
+        f"{distill['epochs']} epochs in {fmt.seconds(distill.get('seconds'))}; kept the weights of epoch "
+        f"{distill['best_epoch']}, selected on the validation split ({name} {fmt.metric(name, best)} in "
+        "PyTorch); the test split was not looked at until the end."
     )
+
+
+def _with_data_free(summary: str | None, report: dict[str, Any]) -> str | None:
+    """The distillation summary, led by what replaced the training images when none were used."""
+    free = report["stages"].get("distill", {}).get("data_free")
+    if not free:
+        return summary
+    lead = (
+        f"No training images used: {free['method']} synthesised {free['synthetic_samples']} samples in "
+        f"{fmt.seconds(free['seconds'])} (the eval split is real)."
+    )
+    return f"{lead} {summary}" if summary else lead
 
 
 def _history(distill: dict[str, Any] | None) -> Table | None:
@@ -321,7 +345,14 @@ def _history(distill: dict[str, Any] | None) -> Table | None:
                 fmt.seconds(e["seconds"]),
             ]
         )
-    headers = ["Epoch", "Train loss", *[f"loss: {t}" for t in terms], *metrics, "LR", "Time"]
+    headers = [
+        "Epoch",
+        "Train loss",
+        *[f"loss: {t}" for t in terms],
+        *[f"val {m}" for m in metrics],
+        "LR",
+        "Time",
+    ]
     return Table(headers, rows)
 
 

@@ -32,14 +32,21 @@ def _locked(out: Path) -> Iterator[RunDir]:
 
 
 def prune_only(recipe: Recipe, out: Path) -> PruneResult:
-    """Prune the recipe's teacher and save the (not yet distilled) student to ``OUT/student.pt``."""
-    from edgekd import prune
+    """Prune the recipe's teacher and save the (not yet distilled) student to ``OUT/student.pt``.
+
+    With ``prune.sparsity`` the teacher's copy is sparse-trained first, as ``compress`` does.
+    """
+    from edgekd import prune, sparsify
 
     with _locked(out) as run:
         write_text(run.recipe, dump_recipe(recipe))
         ctx = prepare(recipe, run)
-        RunState(run).forget("prune")
-        result = prune.run(ctx, Upstream())
+        upstream = Upstream()
+        for stage in (sparsify.STAGE, prune.STAGE):
+            RunState(run).forget(stage.name)
+        if sparsify.STAGE.applies(recipe):
+            upstream = upstream.plus("sparsify", sparsify.run(ctx, upstream), {})
+        result = prune.run(ctx, upstream)
         write_with(run.student_pt, lambda tmp: shutil.copyfile(run.pruned_pt, tmp))
         summary = {**to_dict(result), "macs_reduction": result.macs_reduction}
         write_json(run.stage_result("prune"), {**summary, "params_reduction": result.params_reduction})

@@ -69,6 +69,7 @@ def check_components(recipe: Recipe, source: str = "recipe") -> None:
     for i, extra in enumerate(recipe.distill.extra_teachers):
         models.check_model_name(extra.model.name, where=f"{source}: distill.extra_teachers.{i}.model.name")
     _check_losses(recipe, source)
+    _check_data_free(recipe, source)
 
 
 def _check_losses(recipe: Recipe, source: str) -> None:
@@ -82,6 +83,29 @@ def _check_losses(recipe: Recipe, source: str) -> None:
                     f"task '{recipe.task}' has none (use it with task: segmentation)"
                 )
             distill.validate_loss_params(spec, where=f"{source}: {path}.{i}")
+
+
+def _check_data_free(recipe: Recipe, source: str) -> None:
+    """``distill.data_free``: its method and options, and no other stage reading training images."""
+    if recipe.distill.data_free is None:
+        return
+    distill.check_data_free(recipe, source)
+    val = recipe.data.val
+    if val and not isinstance(val, str):  # a fraction or count carved from the training split
+        raise InputError(
+            f"{source}: data.val: {val} would be carved from the training split, which distill.data_free "
+            "does not read; set data.val: 0 (the last epoch is kept) or a directory of labelled hold-out images"
+        )
+    if prune.needs_gradients(recipe.prune.importance):
+        raise InputError(
+            f"{source}: prune.importance: '{recipe.prune.importance}' calibrates on training batches, and "
+            "distill.data_free reads none; use a weight-only criterion such as group_l2"
+        )
+    if recipe.export.int8 is not None:
+        raise InputError(
+            f"{source}: export.int8: INT8 calibration reads training images, and distill.data_free reads "
+            "none; drop export.int8 (or ship FP16)"
+        )
 
 
 def _check(source: str, where: str, name: str, registry: Any) -> None:

@@ -1,5 +1,5 @@
-"""``edgekd compress``: walk :data:`PIPELINE` — teacher → prune → distill → export → profile → report — in one
-run directory.
+"""``edgekd compress``: walk :data:`PIPELINE` — teacher → (sparsify) → prune → distill → export → profile →
+report — in one run directory.
 
 This module only sequences stages (:mod:`edgekd.context`): each is ``run(ctx, upstream) -> result`` and
 declares what its resume hash covers; nothing here knows what a stage does. Every file lands through
@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__, distill, export, profile, prune, report, teacher
+from edgekd import __version__, distill, export, profile, prune, report, sparsify, teacher
 from edgekd.context import RunContext, Stage, Upstream
 from edgekd.engine import distributed
+from edgekd.engine.device import distill_device
 from edgekd.errors import InputError
 from edgekd.io import remove_stale_temporaries, write_text
 from edgekd.recipe import Recipe, dump_recipe
@@ -38,6 +39,7 @@ log = logging.getLogger("edgekd")
 
 PIPELINE: tuple[Stage, ...] = (
     teacher.STAGE,
+    sparsify.STAGE,
     prune.STAGE,
     distill.STAGE,
     export.STAGE,
@@ -69,7 +71,7 @@ def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = Fals
     if force and not resume:
         raise InputError("--force only applies to --resume (a new run always uses the recipe as given)")
     if distributed.requested_world_size() > 1 and not serving_ranks():  # one rank of a torchrun job
-        with distributed.session():
+        with distributed.session(distill_device(recipe).device):  # nccl on CUDA (cuda:LOCAL_RANK), else gloo
             if not distributed.is_main():
                 follow(recipe, out)  # the other ranks only help rank 0 distil (see edgekd.run.ranks)
                 return None
@@ -87,7 +89,11 @@ def compress(recipe: Recipe, out: Path, resume: bool = False, force: bool = Fals
             log.info("edgekd %s: compress → %s%s", __version__, run.root, " (resumed)" if resuming else "")
             with stage_clock("data") as data:  # before a previous run is replaced: bad input leaves it whole
                 ctx = prepare(recipe, run)
-                data.update(train=len(ctx.data.train), eval=len(ctx.data.eval))
+                data.update(
+                    train=len(ctx.data.train),
+                    val=len(ctx.data.val) if ctx.data.val is not None else 0,
+                    eval=len(ctx.data.eval),
+                )
             if not resuming:
                 state.start_fresh()
             write_text(run.recipe, dump_recipe(recipe))
@@ -108,6 +114,8 @@ class _Walk:
     def through(self, ctx: RunContext, upstream: Upstream, stages: tuple[Stage, ...]) -> Upstream:
         chained = None
         for stage in stages:
+            if not stage.applies(ctx.recipe):
+                continue
             with stage_clock(stage.name) as entry:
                 result, chained = self.stage(ctx, upstream, stage, chained, entry)
             upstream = upstream.plus(stage.name, result, entry)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from edgekd.context import RunContext
 from edgekd.data import build_data
+from edgekd.engine.device import distill_device
 from edgekd.engine.trainer import seed_everything
 from edgekd.recipe.schema import Recipe
 from edgekd.rundir import RunDir
@@ -21,10 +22,13 @@ def prepare(recipe: Recipe, run: RunDir, teachers: bool = True) -> RunContext:
     commands that never run one (``edgekd export student.pt``); nothing is written to ``run``.
 
     Raises:
-        InputError: missing or malformed data, a bad checkpoint, or a teacher that cannot take the data.
+        InputError: missing or malformed data, a bad checkpoint, a teacher that cannot take the data, or a
+            training device (``device``, ``distill.precision``) this machine does not have.
     """
+    if teachers:  # the commands that may train: a missing GPU fails before the data and teachers load
+        distill_device(recipe)
     seed_everything(recipe.seed)
-    data = build_data(recipe.data)
+    data = build_data(recipe.data, recipe.seed)
     task = get_task(recipe.task, data)  # specialised to the targets (e.g. gaze angles)
     models: tuple = ()
     if teachers:

@@ -1,0 +1,134 @@
+"""Accuracy recovery at a fixed training budget: edgekd's ingredients against the raw hand loop (issue 18).
+
+Each arm compresses the shipped Fashion-MNIST teacher to -75% MACs (or ``--reduction``) with ``--epochs``
+passes over the training split in total (sparse training and progressive steps count toward it), and reports the
+test accuracy of the shipped ``student.onnx`` in ONNX Runtime, evaluated once. Model selection inside edgekd reads
+the validation split only. The hand loop (``benchmarks/baseline_raw.py``) keeps its last epoch.
+
+    python benchmarks/recovery.py --seeds 0 1 2 --epochs 5 --out benchmarks/results/recovery
+    python benchmarks/recovery.py --quick      # 1 seed, 1 epoch on 3k images: checks that every arm runs
+
+Arms (each isolates one ingredient against ``val_selected``, edgekd's quickstart recipe at this budget):
+``last_epoch`` (no validation split: all 60k train, last epoch kept), ``val_selected``, ``sparse`` (1 epoch of
+group-sparse training, then ``epochs - 1`` of distillation), ``progressive`` (3 steps with 1 epoch of KD after
+each of the first two, then ``epochs - 2``), ``ce_only`` (the loss choice: no KD term), and ``hand_ce`` /
+``hand_kd`` (raw torch-pruning + a plain PyTorch loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+
+
+def edgekd_arms(epochs: int) -> dict[str, list[str]]:
+    """``--set`` overrides of each edgekd arm, on top of the quickstart recipe at ``epochs`` of budget."""
+    return {
+        "last_epoch": ["data.val=0", f"distill.epochs={epochs}"],
+        "val_selected": [f"distill.epochs={epochs}"],
+        "sparse": ["prune.sparsity.epochs=1", f"distill.epochs={epochs - 1}"],
+        "progressive": [
+            "prune.schedule=progressive",
+            "prune.progressive.steps=3",
+            "prune.progressive.epochs=1",
+            f"distill.epochs={epochs - 2}",
+        ],
+        "ce_only": [f"distill.epochs={epochs}", "distill.losses=[{name: ce}]"],
+    }
+
+
+def run_edgekd(arm: str, overrides: list[str], seed: int, args: argparse.Namespace) -> dict:
+    out = args.out / f"{arm}-seed{seed}"
+    common = [f"seed={seed}", f"prune.reduction={args.reduction}", f"data.train_limit={args.train_limit}"]
+    common += ["profile.threads=[1]", "profile.time_budget_s=0.5"]
+    sets = [arg for o in [*common, *overrides] for arg in ("--set", o)]
+    started = time.perf_counter()
+    cmd = [sys.executable, "-m", "edgekd", "compress", str(QUICKSTART), "--out", str(out), *sets]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"{arm} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    report = json.loads((out / "report.json").read_text())
+    student = next(a for a in report["artifacts"] if a["name"] == "student.onnx")
+    teacher = next(a for a in report["artifacts"] if a["name"] == "teacher.onnx")
+    return {
+        "arm": arm,
+        "seed": seed,
+        "test_accuracy": student["metrics"]["accuracy"],
+        "teacher_accuracy": teacher["metrics"]["accuracy"],
+        "val_accuracy": report["models"]["student"].get("val_metrics", {}).get("accuracy"),
+        "macs_reduction": report["compression"]["macs_reduction"],
+        "best_epoch": report["distillation"]["best_epoch"],
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def run_hand(loss: str, seed: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, str(REPO / "benchmarks" / "baseline_raw.py"), "--loss", loss, "--seed", str(seed)]
+    cmd += ["--epochs", str(args.epochs), "--reduction", str(args.reduction)]
+    if args.train_limit != "null":
+        cmd += ["--train-limit", str(args.train_limit)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"hand_{loss} seed {seed} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(rows: list[dict]) -> str:
+    """A Markdown table: mean ± std of test accuracy per arm and the drop from the teacher."""
+    lines = ["| arm | seeds | test accuracy (ORT) | vs teacher | MACs cut |", "|---|---|---|---|---|"]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        accs = [r["test_accuracy"] for r in rows if r["arm"] == arm]
+        teacher = rows[0]["teacher_accuracy"]
+        spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        mean = statistics.mean(accs)
+        cut = statistics.mean(r["macs_reduction"] for r in rows if r["arm"] == arm)
+        lines.append(
+            f"| {arm} | {len(accs)} | {100 * mean:.2f} ± {100 * spread:.2f} % | "
+            f"{100 * (mean - teacher):+.2f} pt | {100 * cut:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--reduction", type=float, default=0.75)
+    parser.add_argument("--train-limit", default="null", help="training images (null: all 60k)")
+    parser.add_argument("--arms", nargs="+", default=None, help="subset of arms to run")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "recovery")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs on 3k images")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.epochs, args.train_limit = [0], 3, "3000"
+    arms = edgekd_arms(args.epochs)
+    chosen = args.arms or [*arms, "hand_ce", "hand_kd"]
+    rows_path = args.out / "rows.jsonl"
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in args.seeds:
+        for arm in chosen:
+            row = (
+                run_hand(arm[5:], seed, args)
+                if arm.startswith("hand_")
+                else run_edgekd(arm, arms[arm], seed, args)
+            )
+            rows.append(row)
+            with rows_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(
+                f"{arm} seed {seed}: {100 * row['test_accuracy']:.2f}% ({row['seconds']:.0f} s)", flush=True
+            )
+    print(summarise(rows))
+
+
+if __name__ == "__main__":
+    main()

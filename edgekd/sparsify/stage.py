@@ -1,0 +1,110 @@
+"""The sparsify stage (``prune.sparsity``): group-sparse training of the teacher's copy before it is pruned.
+
+DepGraph's recipe (Fang et al., CVPR'23): train with a group-level norm penalty so the channel groups pruning
+will remove are already near zero when it removes them, then prune by the learned group norms. The copy distils
+from the frozen original teacher meanwhile (``distill.losses``), so it keeps the teacher's function while its
+weak groups fade; the original teacher stays the teacher of the distill stage.
+
+Recipe::
+
+    prune:
+      importance: group_l2          # ranks channels by the norms sparse training shaped
+      sparsity: {epochs: 1, reg: 5.0e-4, lr: 0.01}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+
+from edgekd.context import RunContext, Stage, Upstream, section
+from edgekd.distill import train_student
+from edgekd.engine import distributed
+from edgekd.errors import InputError
+from edgekd.io import write_with
+from edgekd.recipe.schema import OptimConfig, Recipe
+from edgekd.results import SparsifyResult
+from edgekd.sparsify.regularizer import GroupRegularizer, near_zero_share
+
+log = logging.getLogger("edgekd")
+
+
+def run(ctx: RunContext, upstream: Upstream) -> SparsifyResult:
+    """The stage: sparse-train a copy of ``ctx.teacher`` and write its weights to ``ctx.run.sparse_pt``."""
+    cfg = ctx.recipe.prune.sparsity
+    if distributed.world_size() > 1:
+        raise InputError(
+            "prune.sparsity trains in one process; run it without --nproc/torchrun (then resume with --nproc "
+            "for the distillation) or set prune.sparsity.epochs: 0"
+        )
+    model = copy.deepcopy(ctx.teacher).requires_grad_(True)
+    regularizer = GroupRegularizer(model, ctx.data.example_input(1), ctx.recipe.prune)
+    before = regularizer.group_norms()
+    train = train_student(
+        sparse_training_context(ctx),
+        model,
+        ctx.run.checkpoint("sparsify"),
+        after_backward=regularizer.regularize,
+    )
+    after = regularizer.group_norms()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_with(ctx.run.sparse_pt, lambda tmp: torch.save(state, tmp))
+    log.info(
+        "sparsify: channel groups below 10%% of the median norm: %.1f%% -> %.1f%%",
+        100 * near_zero_share(before),
+        100 * near_zero_share(after),
+    )
+    return SparsifyResult(train=train, reg=cfg.reg, norms_before=before, norms_after=after)
+
+
+def sparse_training_context(ctx: RunContext) -> RunContext:
+    """``ctx`` whose distill section trains with ``prune.sparsity``'s optimisation settings, in one phase.
+
+    Why reuse the distillation set-up: sparse training *is* a distillation (the teacher's copy learns from the
+    frozen teacher) plus a gradient-side penalty; one set-up keeps device, precision, data-free batches, teacher
+    caching and checkpoints identical between the two.
+    """
+    sparsity = ctx.recipe.prune.sparsity
+    optim = {name: getattr(sparsity, name) for name in OptimConfig.model_fields}
+    distill = ctx.recipe.distill.model_copy(update={**optim, "phases": []})
+    return dataclasses.replace(ctx, recipe=ctx.recipe.model_copy(update={"distill": distill}))
+
+
+def applies(recipe: Recipe) -> bool:
+    return recipe.prune.sparsity.epochs > 0
+
+
+def inputs(ctx: RunContext, upstream: Upstream) -> dict[str, Any]:
+    return {
+        "seed": ctx.seed,
+        "sparsity": section(ctx.recipe, "prune")["sparsity"],
+        "ignored_layers": ctx.recipe.prune.ignored_layers,
+        "distill_losses": section(ctx.recipe, "distill")["losses"],
+    }
+
+
+def info(ctx: RunContext, result: SparsifyResult) -> dict[str, Any]:
+    return {
+        "epochs": result.train.epochs,
+        "best_epoch": result.train.best_epoch,
+        "reg": result.reg,
+        "near_zero_groups_before": near_zero_share(result.norms_before),
+        "near_zero_groups_after": near_zero_share(result.norms_after),
+        "resumed_checkpoint": ctx.resume_training,
+    }
+
+
+STAGE = Stage(
+    name="sparsify",
+    result=SparsifyResult,
+    run=run,
+    inputs=inputs,
+    outputs=lambda ctx, result: [ctx.run.sparse_pt],
+    info=info,
+    trains=True,
+    applies=applies,
+)
