@@ -161,7 +161,7 @@ def test_seg_folder_pairs_by_stem_and_reads_class_indices(tmp_path):
     data = build_data(DataConfig(name="seg_folder", root=tmp_path, args={"size": [8, 12]}, val=0))
     assert data.train.images.shape == (6, 3, 8, 12) and data.eval.targets.shape == (3, 8, 12)
     assert data.num_classes == 3 and set(data.train.targets.unique().tolist()) == {0, 1, 2}
-    grey = build_data(DataConfig(name="seg_folder", root=tmp_path, args={"channels": 1}, eval_limit=2))
+    grey = build_data(DataConfig(name="seg_folder", root=tmp_path, args={"channels": 1}, eval_limit=2, val=0))
     assert grey.train.images.shape == (6, 1, 10, 14) and len(grey.eval) == 2
     (tmp_path / "val" / "masks" / "001.png").unlink()
     with pytest.raises(InputError, match="001.png has no mask"):

@@ -145,8 +145,13 @@ def _overview(report: dict[str, Any]) -> Table:
         ["Parameters", fmt.count(t["params"]), fmt.count(s["params"]), _change(t["params"], s["params"])],
         ["MACs", fmt.si(t["macs"]), fmt.si(s["macs"]), _change(t["macs"], s["macs"])],
     ]
-    for key, label in (("val_metrics", "validation, PyTorch"), ("metrics", "test, PyTorch")):
-        t_m, s_m = t.get(key) or {}, s.get(key) or {}
+    ta, sa = _artifact(report, "teacher"), _artifact(report, "student")
+    compared = (
+        (t.get("val_metrics") or {}, s.get("val_metrics") or {}, "validation, PyTorch"),
+        (t["metrics"], s["metrics"], "test, PyTorch"),
+        ((ta or {}).get("metrics", {}), (sa or {}).get("metrics", {}), "ONNX Runtime"),
+    )
+    for t_m, s_m, label in compared:
         for name in dict.fromkeys([*t_m, *s_m]):
             tv, sv = t_m.get(name), s_m.get(name)
             delta = sv - tv if tv is not None and sv is not None else None
@@ -158,19 +163,6 @@ def _overview(report: dict[str, Any]) -> Table:
                     fmt.metric_delta(name, delta),
                 ]
             )
-    ta, sa = _artifact(report, "teacher"), _artifact(report, "student")
-    ta_m, sa_m = (ta or {}).get("metrics", {}), (sa or {}).get("metrics", {})
-    for name in dict.fromkeys([*ta_m, *sa_m]):
-        tv, sv = ta_m.get(name), sa_m.get(name)
-        delta = sv - tv if tv is not None and sv is not None else None
-        rows.append(
-            [
-                f"{name} (ONNX Runtime)",
-                fmt.metric(name, tv),
-                fmt.metric(name, sv),
-                fmt.metric_delta(name, delta),
-            ]
-        )
     if ta or sa:
         t_size, s_size = (ta or {}).get("size_bytes"), (sa or {}).get("size_bytes")
         rows.append(["ONNX file size", fmt.size(t_size), fmt.size(s_size), _change(t_size, s_size)])

@@ -75,6 +75,15 @@ class Synthesizer(nn.Module):
         method makes none at this ``step`` (the student then trains on the memory bank)."""
         raise NotImplementedError
 
+    def make_generators(self, count: int, width: int) -> list[Generator]:
+        """``count`` generators sized from the data, each with its Adam optimizer in ``self.optimizers``."""
+        budget = self.ctx.budget
+        made = [
+            Generator(budget.latent_dim, self.ctx.shape, (self.low, self.high), width) for _ in range(count)
+        ]
+        self.optimizers = [torch.optim.Adam(g.parameters(), lr=budget.generator_lr) for g in made]
+        return made
+
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.ctx.budget.latent_dim, generator=self.rng).to(self.low.device)
 

@@ -23,7 +23,6 @@ from torch import nn
 
 from edgekd.distill.data_free import SYNTHESIZERS
 from edgekd.distill.data_free.base import (
-    Generator,
     SynthContext,
     Synthesizer,
     SynthParams,
@@ -48,9 +47,7 @@ class DAFL(Synthesizer):
 
     def __init__(self, params: DAFLParams, ctx: SynthContext) -> None:
         super().__init__(params, ctx)
-        budget = ctx.budget
-        self.generator = Generator(budget.latent_dim, ctx.shape, (self.low, self.high), params.width)
-        self.optimizers = [torch.optim.Adam(self.generator.parameters(), lr=budget.generator_lr)]
+        (self.generator,) = self.make_generators(1, params.width)
         self._features: list[torch.Tensor] = []
         linears = [m for m in ctx.teacher.modules() if isinstance(m, nn.Linear)]
         self._hook = linears[-1].register_forward_pre_hook(self._keep) if linears else None

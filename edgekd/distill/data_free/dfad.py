@@ -21,7 +21,6 @@ from pydantic import Field
 
 from edgekd.distill.data_free import SYNTHESIZERS
 from edgekd.distill.data_free.base import (
-    Generator,
     SynthContext,
     Synthesizer,
     SynthParams,
@@ -44,9 +43,7 @@ class DFAD(Synthesizer):
 
     def __init__(self, params: DFADParams, ctx: SynthContext) -> None:
         super().__init__(params, ctx)
-        budget = ctx.budget
-        self.generator = Generator(budget.latent_dim, ctx.shape, (self.low, self.high), params.width)
-        self.optimizers = [torch.optim.Adam(self.generator.parameters(), lr=budget.generator_lr)]
+        (self.generator,) = self.make_generators(1, params.width)
 
     def loss(self, images: torch.Tensor) -> torch.Tensor:
         """What the generator minimises on ``images``: minus the student–teacher disagreement."""

@@ -60,16 +60,9 @@ class TwoGenerators(Synthesizer):
 
     def __init__(self, params: TwoGeneratorParams, ctx: SynthContext) -> None:
         super().__init__(params, ctx)
-        budget, bounds = ctx.budget, (self.low, self.high)
-        self.hard = (
-            Generator(budget.latent_dim, ctx.shape, bounds, params.width) if params.use != "easy" else None
-        )
-        self.easy = (
-            Generator(budget.latent_dim, ctx.shape, bounds, params.width) if params.use != "hard" else None
-        )
-        self.optimizers = [
-            torch.optim.Adam(g.parameters(), lr=budget.generator_lr) for g in (self.hard, self.easy) if g
-        ]
+        made = iter(self.make_generators(1 if params.use != "both" else 2, params.width))
+        self.hard = next(made) if params.use != "easy" else None
+        self.easy = next(made) if params.use != "hard" else None
         self.bn = BNStatistics(ctx.teacher)
 
     @classmethod
