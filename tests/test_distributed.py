@@ -123,10 +123,11 @@ def test_two_ranks_train_the_single_process_student(runs):
     adaptors = [torch.load(r / "state" / "distill-last.pt", weights_only=True)["extra"] for r in (one, two)]
     assert adaptors[0].keys() == adaptors[1].keys() and adaptors[0]
     for key, value in adaptors[0].items():
-        # float reduction order only (2 half-batch gradients summed by all-reduce vs one batch): weights measured
-        # 6e-8 on one subset and 1.4e-6 on another (AVX2 EPYC); BatchNorm running statistics 2.1e-6. A wrong
-        # averaging or a rank on other samples moves them by ~1e-2.
-        atol = 1e-5
+        # float reduction order only (2 half-batch gradients summed by all-reduce vs one batch), which grows
+        # with the steps and depends on the samples. Measured on an AVX2 EPYC: the first 256 images (no
+        # validation split) 2.5e-7 on weights, 2.1e-6 on BatchNorm running statistics; this 224-image carve
+        # 5.6e-6 and 3.9e-5. The tolerances are ~5x the larger.
+        atol = 2e-4 if "running_" in key else 3e-5
         assert torch.allclose(adaptors[1][key].float(), value.float(), atol=atol), key
 
 
