@@ -189,3 +189,32 @@ def run_context(bundle, teachers, task: str = "classification", **sections):
     return RunContext(
         recipe=recipe, run=run, data=bundle, task=get_task(task, bundle), teachers=tuple(teachers)
     )
+
+
+@pytest.fixture
+def edgekd_main(monkeypatch, capsys):
+    """``edgekd ARGS`` through the entry point (:func:`edgekd.cli.main`) in this process → (code, out, err).
+
+    In-process because the command's own work takes well under a second, while a fresh interpreter spends
+    several importing torch. The console log handler a command adds (on capsys' stream) is dropped after.
+    """
+    import logging
+
+    from edgekd.cli import main
+
+    log = logging.getLogger("edgekd")
+    level = log.level
+    monkeypatch.setattr(log, "handlers", [])
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["edgekd", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    yield run
+    log.setLevel(level)

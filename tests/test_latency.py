@@ -7,8 +7,6 @@ Timing is real (ONNX Runtime through the probe), never asserted against the cloc
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from edgekd.cli import main
 from edgekd.latency import CalibrationConfig, LayerSpec, architecture_hash, lookup, read_layers
 from edgekd.latency.cache import CacheKey, store
 from edgekd.latency.calibrate import calibrate_onnx, calibrate_torch, model_key
@@ -71,24 +68,6 @@ def cache(tmp_path, monkeypatch) -> Path:
     directory = tmp_path / "latency-cache"
     monkeypatch.setenv("EDGEKD_LATENCY_CACHE", str(directory))
     return directory
-
-
-@pytest.fixture
-def edgekd(monkeypatch, capsys):
-    """``edgekd ARGS`` in this process → (code, stdout, stderr)."""
-    monkeypatch.setattr(logging.getLogger("edgekd"), "handlers", [])
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["edgekd", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 # ----------------------------------------------------------------------------------------------- the graph
@@ -183,10 +162,10 @@ def test_a_stale_cache_entry_is_named_and_not_reused(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- calibrate and predict
-def test_calibrate_then_predict_through_the_cli(tmp_path, cache, edgekd):
+def test_calibrate_then_predict_through_the_cli(tmp_path, cache, edgekd_main):
     model = tmp_path / "tiny.onnx"
     onnx.save(tiny_onnx(), str(model))
-    code, out, err = edgekd("calibrate", str(model), "--quick", "--json")
+    code, out, err = edgekd_main("calibrate", str(model), "--quick", "--json")
     assert code == 0, err
     entry = json.loads(out)
     assert {"target", "seconds", "samples", "error"} <= set(entry) and entry["target"] == "local"
@@ -194,13 +173,13 @@ def test_calibrate_then_predict_through_the_cli(tmp_path, cache, edgekd):
     assert Path(entry["cache_file"]).parent == cache
     student = tmp_path / "student.onnx"  # same architecture at other widths: the teacher's model serves it
     onnx.save(tiny_onnx(11), str(student))
-    code, out, err = edgekd("predict", str(student), "--json")
+    code, out, err = edgekd_main("predict", str(student), "--json")
     assert code == 0, err
     answer = json.loads(out)
     assert answer["p50_ms"] > 0 and answer["layers"] == 3 and answer["cache_file"] == entry["cache_file"]
-    code, out, err = edgekd("predict", str(student))
+    code, out, err = edgekd_main("predict", str(student))
     assert code == 0 and "predicted p50" in out
-    code, _out, err = edgekd("predict", str(student), "--threads", "2")
+    code, _out, err = edgekd_main("predict", str(student), "--threads", "2")
     assert code == 2 and "edgekd calibrate" in err and len(err.strip().splitlines()) == 1
 
 
@@ -211,22 +190,22 @@ def test_calibrate_then_predict_through_the_cli(tmp_path, cache, edgekd):
         (("--threads", "0"), "--threads"),
     ],
 )
-def test_bad_calibrate_input_is_one_line_and_exit_2(tmp_path, cache, edgekd, args, message):
+def test_bad_calibrate_input_is_one_line_and_exit_2(tmp_path, cache, edgekd_main, args, message):
     model = tmp_path / "tiny.onnx"
     onnx.save(tiny_onnx(), str(model))
-    code, _out, err = edgekd("calibrate", str(model), "--quick", *args)
+    code, _out, err = edgekd_main("calibrate", str(model), "--quick", *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("command", ["calibrate", "predict"])
-def test_a_file_that_is_not_onnx_is_bad_input(tmp_path, cache, edgekd, command):
+def test_a_file_that_is_not_onnx_is_bad_input(tmp_path, cache, edgekd_main, command):
     bogus = tmp_path / "model.onnx"
     bogus.write_text("not a model")
-    code, _out, err = edgekd(command, str(bogus))
+    code, _out, err = edgekd_main(command, str(bogus))
     assert code == 2 and "not a valid ONNX file" in err and len(err.strip().splitlines()) == 1
     text = tmp_path / "notes.txt"
     text.write_text("x")
-    code, _out, err = edgekd("calibrate", str(text))
+    code, _out, err = edgekd_main("calibrate", str(text))
     assert code == 2 and "recipe (.yaml) or an ONNX file" in err
 
 

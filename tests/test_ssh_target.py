@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import logging
 import os
 import re
 import shutil
@@ -27,7 +26,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from edgekd.cli import main
 from edgekd.errors import EdgekdError, InputError
 from edgekd.profile import ProbeSettings, profile_model, to_profile
 from edgekd.profile.resolve import load_targets_file, resolve_target, validate_spec
@@ -507,31 +505,6 @@ def test_profile_command_on_a_remote_target_with_a_latency_gate(sshd, model_onnx
 
 
 # ------------------------------------------------------------------------------------- edgekd targets [--check]
-@pytest.fixture
-def edgekd_main(monkeypatch, capsys):
-    """``edgekd ARGS`` through the entry point (:func:`edgekd.cli.main`) in this process → (code, out, err).
-
-    In-process because the command's own work takes well under a second, while a fresh interpreter spends
-    several importing torch. The console log handler a command adds (on capsys' stream) is dropped after.
-    """
-    log = logging.getLogger("edgekd")
-    level = log.level
-    monkeypatch.setattr(log, "handlers", [])
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["edgekd", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    yield run
-    log.setLevel(level)
-
-
 def test_targets_lists_registered_and_named_targets(sshd, tmp_path, monkeypatch, edgekd_main):
     monkeypatch.setenv("EDGEKD_TARGETS", str(tmp_path / "targets.yaml"))
     code, out, _ = edgekd_main("targets")
