@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from edgekd.data.base import Preprocessing
@@ -30,6 +30,12 @@ class SynthParams(BaseModel):
     """Base of every method's own options (the keys beside ``method``); unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GeneratorParams(SynthParams):
+    """Options of the methods that train a generator (DAFL, DFAD, the two generators): its width."""
+
+    width: int = Field(32, ge=4, description="Generator channels.")
 
 
 @dataclass(frozen=True)

@@ -23,20 +23,19 @@ from torch import nn
 
 from edgekd.distill.data_free import SYNTHESIZERS
 from edgekd.distill.data_free.base import (
+    GeneratorParams,
     SynthContext,
     Synthesizer,
-    SynthParams,
     confident,
     output,
     update,
 )
 
 
-class DAFLParams(SynthParams):
+class DAFLParams(GeneratorParams):
     one_hot: float = Field(1.0, ge=0)
     activation: float = Field(0.1, ge=0)
     entropy: float = Field(5.0, ge=0)
-    width: int = Field(32, ge=4, description="Generator channels.")
 
 
 @SYNTHESIZERS.register("dafl")

@@ -17,13 +17,12 @@ Recipe::
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 
 from edgekd.distill.data_free import SYNTHESIZERS
 from edgekd.distill.data_free.base import (
+    GeneratorParams,
     SynthContext,
     Synthesizer,
-    SynthParams,
     disagreement,
     evaluating,
     output,
@@ -31,8 +30,8 @@ from edgekd.distill.data_free.base import (
 )
 
 
-class DFADParams(SynthParams):
-    width: int = Field(32, ge=4, description="Generator channels.")
+class DFADParams(GeneratorParams):
+    """DFAD takes only the generator's width."""
 
 
 @SYNTHESIZERS.register("dfad")

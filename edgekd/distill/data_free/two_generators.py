@@ -31,9 +31,9 @@ from edgekd.distill.data_free import SYNTHESIZERS
 from edgekd.distill.data_free.base import (
     BNStatistics,
     Generator,
+    GeneratorParams,
     SynthContext,
     Synthesizer,
-    SynthParams,
     confident,
     disagreement,
     evaluating,
@@ -44,12 +44,11 @@ from edgekd.distill.data_free.base import (
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
-class TwoGeneratorParams(SynthParams):
+class TwoGeneratorParams(GeneratorParams):
     use: Literal["both", "hard", "easy"] = Field("both", description="Generators in use (ablation: one).")
     hard_fraction: float = Field(0.5, gt=0, lt=1, description="Share of fresh samples from G1 with both.")
     bn: float = Field(1.0, ge=0, description="G2: BatchNorm-statistics matching weight.")
     confidence: float = Field(1.0, ge=0, description="G2: one-hot (confident teacher output) weight.")
-    width: int = Field(32, ge=4, description="Generator channels.")
 
 
 @SYNTHESIZERS.register("two_generators")
