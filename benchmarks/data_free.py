@@ -73,7 +73,7 @@ class Mode:
 
 
 QUICK = Mode("quick", (0,), (0.5,), 1, 4, 32, 500, 4)
-FULL = Mode("full", (0, 1, 2), (0.5, 0.75), 2, 50, 64, None, 20)
+FULL = Mode("full", (0, 1, 2), (0.5, 0.75), 2, 50, 64, None, 100)
 
 
 @dataclass(frozen=True)

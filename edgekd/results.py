@@ -53,9 +53,30 @@ class LayerChannels:
 
 
 @dataclass(frozen=True)
+class LatencyBudget:
+    """What a latency-targeted prune (``prune.target: latency``) aimed at and what the latency model predicts.
+
+    ``budget_ms`` is the p50 the student was pruned to (``(1 - reduction) * teacher_ms``, or ``p50_ms``);
+    ``teacher_ms`` the teacher's p50 it is a fraction of (measured during calibration, else predicted);
+    ``predicted_ms`` / ``teacher_predicted_ms`` are the latency model's predictions; ``error`` its held-out
+    calibration error ``{within_10pct, mape, n}``; ``cache_key`` / ``cache_file`` which model it was.
+    """
+
+    target: str
+    threads: int
+    budget_ms: float
+    predicted_ms: float
+    teacher_ms: float
+    teacher_predicted_ms: float
+    error: dict[str, Any]
+    cache_key: str
+    cache_file: str
+
+
+@dataclass(frozen=True)
 class PruneResult:
     importance: str
-    target: str  # "macs" | "params" | "channels"
+    target: str  # "macs" | "params" | "channels" | "latency"
     reduction_goal: float
     macs_before: int
     macs_after: int
@@ -65,6 +86,11 @@ class PruneResult:
     layers: tuple[LayerChannels, ...]
     seconds: float
     round_to: int | None = None  # the rounding actually used (prune may lower the recipe's to meet the goal)
+    allocation: str = "uniform"  # "uniform" (one channel ratio, searched) | "cost" (edgekd.prune.allocate)
+    importance_kept: float | None = (
+        None  # cost allocation: share of the groups' importance the kept channels hold
+    )
+    latency: LatencyBudget | None = None  # prune.target: latency
 
     @property
     def macs_reduction(self) -> float:
@@ -235,10 +261,47 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
+class BudgetCheck:
+    """The shipped student's measured p50 against the latency budget it was pruned to (issue 14, item 4).
+
+    ``met`` when ``measured_ms <= budget_ms * (1 + allowed_error)``, ``allowed_error`` being the latency model's
+    calibrated MAPE: a miss within it is the model's known error, a miss beyond it is news.
+    """
+
+    target: str
+    threads: int
+    budget_ms: float
+    predicted_ms: float
+    measured_ms: float
+    allowed_error: float
+    met: bool
+
+
+@dataclass(frozen=True)
 class ProfileResult:
     """The profile stage: the exported artifacts, each with its measured profiles."""
 
     artifacts: tuple[Artifact, ...]
+    budget: BudgetCheck | None = (
+        None  # prune.target: latency, when the budget's target and threads were timed
+    )
+
+
+@dataclass(frozen=True)
+class CalibrateResult:
+    """The calibrate stage (``prune.target: latency``): the target's latency model the prune stage uses.
+
+    ``cached``: a valid model was found in the cache and nothing was timed (``samples`` 0).
+    """
+
+    target: str
+    threads: int
+    samples: int
+    error: dict[str, Any]
+    cache_file: str
+    cache_key: str
+    cached: bool
+    seconds: float
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,7 @@ def test_a_torch_calibration_records_its_held_out_error(cache):
     assert set(entry) == {"target", "seconds", "samples", "error"}
     assert result.model.error["n"] == 2 and 0 <= entry["error"]["within_10pct"] <= 1
     assert result.model.fit["whole_models"] == {"fit": 3, "holdout": 2}
+    assert result.model.fit["teacher_ms"] > 0  # the unpruned model's measured p50: a latency budget's base
 
 
 # ------------------------------------------------------------------------------------------------ report

@@ -477,6 +477,7 @@ def main() -> None:
         sys.exit(2)
 
 
+from edgekd.cli import init as _init  # noqa: E402,F401  (registers init)
 from edgekd.cli import latency as _latency  # noqa: E402,F401  (registers calibrate, predict)
 
 __all__ = ["cli", "main", "InputError"]

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from edgekd.data.base import DataBundle, Preprocessing, TensorLoader, TensorSplit
 from edgekd.data.params import BuildFn, DatasetBuilder, DatasetParams, P
+from edgekd.data.preprocessing import resolved_config
+from edgekd.data.stream import FileSplit, StreamLoader
 from edgekd.recipe.schema import DataConfig
 from edgekd.registry import Registry
 
@@ -41,12 +43,15 @@ def parse_dataset_params(cfg: DataConfig, where: str) -> DatasetParams:
     return DATASETS.get(cfg.name).parse(cfg, where)
 
 
-def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
+def build_data(cfg: DataConfig, seed: int = 0, teacher: str | None = None) -> DataBundle:
     """Build the dataset a recipe names, with ``data.val`` carved from its training split with ``seed``.
 
-    Raises InputError when the dataset is missing or malformed, or ``data.val`` leaves nothing to train on.
+    ``teacher`` is the teacher's recipe name (``teacher.model.name``): with ``data.preprocessing: null`` a
+    ``torchvision:``/``timm:`` teacher's published normalisation is used (:mod:`edgekd.data.preprocessing`).
+    Raises InputError when the dataset is missing or malformed, ``data.preprocessing`` does not fit its
+    channels, or ``data.val`` leaves nothing to train on.
     """
-    return carve_validation(DATASETS.get(cfg.name)(cfg), cfg.val, seed)
+    return carve_validation(DATASETS.get(cfg.name)(cfg, teacher), cfg.val, seed)
 
 
 __all__ = [
@@ -54,10 +59,13 @@ __all__ = [
     "DataBundle",
     "DatasetBuilder",
     "DatasetParams",
+    "FileSplit",
     "Preprocessing",
+    "StreamLoader",
     "TensorLoader",
     "TensorSplit",
     "build_data",
     "parse_dataset_params",
     "register_dataset",
+    "resolved_config",
 ]

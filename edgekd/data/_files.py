@@ -1,26 +1,33 @@
-"""Reading image files into the in-memory uint8 tensors of :class:`~edgekd.data.base.TensorSplit`.
+"""What the folder datasets (``image_folder``, ``seg_folder``) share: options, split discovery, and the choice
+between decoding every file up front and streaming them.
 
-Shared by the folder datasets (``image_folder``, ``seg_folder``). Why load everything up front: the pipeline
-serves in-memory tensors with batch-level augmentation (see :mod:`edgekd.data.base`); user datasets that fit
-an edge model's input size (a few thousand images of 64–256 px) fit in memory as uint8.
+Why two paths: a few thousand small images are fastest served as one in-memory uint8 tensor with batch-level
+augmentation (:mod:`edgekd.data.base`); a folder of tens of thousands of photos does not fit in memory and is
+streamed through DataLoader workers (:mod:`edgekd.data.stream`). :func:`stream_choice` picks by the split's
+size as uint8 (``data.args.stream: auto``, the default; ``true``/``false`` force it) and logs the choice.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from edgekd.data.base import Preprocessing
 from edgekd.data.params import Channels, DatasetParams, Size
 from edgekd.errors import InputError
 from edgekd.recipe.schema import DataConfig
 
+log = logging.getLogger("edgekd")
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# ``stream: auto`` streams when the splits would take more than this as decoded uint8 pixels (~7,000 RGB 224²
+# images): below it, in-memory batches are faster; above it, memory would grow with the dataset.
+STREAM_THRESHOLD_BYTES = 1 << 30
 
 
 class FolderParams(DatasetParams):
@@ -37,6 +44,14 @@ class FolderParams(DatasetParams):
     )
     eval: str = Field(
         "val", min_length=1, description="Directory under data.root holding the evaluation split."
+    )
+    stream: Literal["auto"] | bool = Field(
+        "auto",
+        description=(
+            "true: decode files as batches are served (DataLoader with data.workers; random-resized crop + flip "
+            "for training, resize + centre crop for evaluation); false: decode every file into memory up front; "
+            f"auto: stream when the splits exceed {STREAM_THRESHOLD_BYTES >> 30} GiB as uint8."
+        ),
     )
 
 
@@ -83,14 +98,51 @@ def stack_images(paths: Sequence[Path], channels: int, size: tuple[int, int] | N
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def preprocessing_of(images: torch.Tensor) -> Preprocessing:
-    """Per-channel mean/std of a uint8 N×C×H×W training split, scaled to [0, 1]."""
-    x = images.float().div_(255.0)
-    mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return Preprocessing(
-        mean=tuple(round(float(v), 4) for v in mean), std=tuple(round(float(v), 4) for v in std)
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file, read from its header (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"{path}: cannot read image ({exc})") from None
+
+
+def stream_choice(
+    name: str, cfg: DataConfig, params: FolderParams, splits: Sequence[Sequence[Path]], channels: int
+) -> tuple[bool, tuple[int, int]]:
+    """Whether to stream the ``splits`` (image paths of each, training first), and the (H, W) they are served at.
+
+    ``stream: auto`` streams when the splits would exceed :data:`STREAM_THRESHOLD_BYTES` as uint8. The size is
+    ``data.args.size``, else the first training image's. Logs the choice in one line.
+    """
+    size = params.size or image_size(splits[0][0])
+    count = sum(len(paths) for paths in splits)
+    total = count * channels * size[0] * size[1]
+    stream = total > STREAM_THRESHOLD_BYTES if params.stream == "auto" else bool(params.stream)
+    if stream:
+        how = f"streaming from disk with {cfg.workers or 'no'} DataLoader worker{'s' * (cfg.workers != 1)}"
+        how += " (data.workers)" if cfg.workers else " (set data.workers to decode in parallel)"
+    else:
+        how = "decoding into memory"
+    limit = f", {'over' if total > STREAM_THRESHOLD_BYTES else 'under'} {_bytes(STREAM_THRESHOLD_BYTES)}"
+    log.info(
+        "%s: %d images ≈ %s as uint8 at %d×%d×%d%s: %s (data.args.stream: %s)",
+        name,
+        count,
+        _bytes(total),
+        channels,
+        *size,
+        limit if params.stream == "auto" else "",
+        how,
+        str(params.stream).lower(),
     )
+    return stream, size
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
 
 
 def folder_splits(cfg: DataConfig, params: FolderParams, name: str) -> list[tuple[str, Path, int | None]]:

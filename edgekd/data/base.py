@@ -1,5 +1,7 @@
 """In-memory image datasets served as tensors, and the :class:`DataBundle` every stage receives.
 
+Datasets too large to hold in memory (folders of photos) are streamed instead: see :mod:`edgekd.data.stream`.
+
 Why tensors and batch-level augmentation: on a 2-core CPU a per-item PIL round trip costs more than the
 student's forward pass. Small datasets (Fashion-MNIST is 47 MB as uint8) are held as one ``uint8`` tensor;
 batches are sliced, augmented on the whole batch at once and normalised in one op.
@@ -10,22 +12,33 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 import torch
 import torch.nn.functional as F
 
 from edgekd.errors import InputError
 
+if TYPE_CHECKING:
+    from edgekd.data.stream import FileSplit
+
 IGNORE_LABEL = 255  # label of pixels that count nowhere (VOC/Cityscapes convention)
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What a deployed model expects: ``x = (pixel / 255 - mean) / std``, NCHW float32."""
+    """What a deployed model expects: ``x = (pixel / 255 - mean) / std``, NCHW float32.
+
+    ``source`` says where the numbers came from (``preset``, ``declared``, ``measured``, ``teacher``,
+    ``dataset``; see :mod:`edgekd.data.preprocessing`), ``preset`` names the preset they are, ``detail`` says
+    why in words: the report, the resolved recipe and the ONNX metadata carry all three.
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    source: str = "dataset"
+    preset: str | None = None
+    detail: str = ""
 
     def describe(self) -> str:
         return f"x = (pixel/255 - mean)/std; mean={list(self.mean)}, std={list(self.std)}; NCHW float32"
@@ -49,12 +62,25 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """C, H, W of every image."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def take(self, index: torch.Tensor) -> TensorSplit:
+        """The samples at ``index`` (positions in this split), in that order."""
+        return TensorSplit(self.images[index], self.targets[index])
+
     def head(self, limit: int | None) -> TensorSplit:
         return (
             self
             if limit is None or limit >= len(self)
             else TensorSplit(self.images[:limit], self.targets[:limit])
         )
+
+
+Split: TypeAlias = "TensorSplit | FileSplit"  # what a DataBundle's train/eval/val hold
 
 
 class Batch(NamedTuple):
@@ -128,11 +154,8 @@ class TensorLoader:
         Why: whatever is a pure function of a sample (a frozen teacher's outputs on un-augmented images) can be
         computed once per sample and looked up by these indices in every later epoch.
         """
-        n = len(self.split)
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        pad = (-n) % self.world  # equal shards: wrap around (0 in one process)
-        order = torch.cat([order, order.repeat(pad // n + 1)[:pad]])
+        order = self.epoch_order(gen)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             images, targets = self.split.images[idx], self.split.targets[idx]
@@ -145,6 +168,13 @@ class TensorLoader:
             if targets.dtype == torch.uint8:  # label maps are stored compactly, served as class indices
                 targets = targets.long()
             yield Batch(self.normalize(images), targets, idx)
+
+    def epoch_order(self, gen: torch.Generator) -> torch.Tensor:
+        """This epoch's sample order (drawn from ``gen`` when shuffling), padded to a multiple of the ranks."""
+        n = len(self.split)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        pad = (-n) % self.world  # equal shards: wrap around (0 in one process)
+        return torch.cat([order, order.repeat(pad // n + 1)[:pad]])
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float().div_(255.0) - self._mean) / self._std
@@ -186,41 +216,63 @@ def augment_pair(
 
 @dataclass(frozen=True)
 class DataBundle:
-    """Everything the pipeline needs to know about a dataset, independent of where it came from."""
+    """Everything the pipeline needs to know about a dataset, independent of where it came from.
+
+    A split is a :class:`TensorSplit` (decoded, in memory) or a :class:`~edgekd.data.stream.FileSplit` (files
+    decoded batch by batch by DataLoader workers); both serve the same loaders. ``preprocessing`` is ``None``
+    only as a builder returns it for data without a normalisation of its own (the folder datasets):
+    :func:`edgekd.data.build_data` resolves it (``data.preprocessing``) before anything reads it.
+    """
 
     name: str
-    train: TensorSplit
-    eval: TensorSplit
+    train: Split
+    eval: Split
     num_classes: int
-    preprocessing: Preprocessing
+    preprocessing: Preprocessing | None
     class_names: tuple[str, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
     # What the targets mean beyond their shape, for Task.for_data: "gaze_pitch_yaw" (radians) adds gaze metrics.
     target_kind: str = ""
     # The validation split (``data.val``): what training selects on. ``eval`` is the test split, never selected on.
-    val: TensorSplit | None = None
+    val: Split | None = None
 
     @property
     def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
+        return self.train.image_shape[0]
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
+        return self.train.image_shape[1], self.train.image_shape[2]
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the splits are read from files as they are served (not held in memory)."""
+        return not isinstance(self.train, TensorSplit)
 
     def train_loader(self, batch_size: int, augment: bool, seed: int, shuffle: bool = True) -> TensorLoader:
-        return TensorLoader(
-            self.train, self.preprocessing, batch_size, shuffle=shuffle, augment=augment, seed=seed
-        )
+        return self._loader(self.train, batch_size, shuffle, augment, seed)
 
     def eval_loader(self, batch_size: int) -> TensorLoader:
-        return TensorLoader(self.eval, self.preprocessing, batch_size)
+        return self._loader(self.eval, batch_size)
 
     def val_loader(self, batch_size: int) -> TensorLoader | None:
         """Batches of the validation split, or ``None`` when the recipe has none (``data.val: 0``)."""
-        return None if self.val is None else TensorLoader(self.val, self.preprocessing, batch_size)
+        return None if self.val is None else self._loader(self.val, batch_size)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """Real, normalised eval images (used for tracing, export and parity)."""
-        loader = TensorLoader(self.eval.head(batch), self.preprocessing, batch)
-        return next(iter(loader))[0]
+        return next(iter(self._loader(self.eval.head(batch), batch)))[0]
+
+    def _loader(
+        self, split: Split, batch_size: int, shuffle: bool = False, augment: bool = False, seed: int = 0
+    ) -> TensorLoader:
+        """A :class:`TensorLoader` over an in-memory split, the split's streaming loader over a file split."""
+        if self.preprocessing is None:
+            raise ValueError(
+                f"{self.name}: preprocessing was never resolved (build the data with build_data)"
+            )
+        if isinstance(split, TensorSplit):
+            return TensorLoader(
+                split, self.preprocessing, batch_size, shuffle=shuffle, augment=augment, seed=seed
+            )
+        return split.loader(self.preprocessing, batch_size, shuffle=shuffle, augment=augment, seed=seed)

@@ -22,6 +22,8 @@ and ``.build``; calling it parses and builds.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
@@ -29,10 +31,13 @@ from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
 from edgekd.data.base import DataBundle
+from edgekd.data.preprocessing import describe, resolve
 from edgekd.errors import InputError
 from edgekd.recipe.schema import DataConfig
 from edgekd.recipe.validation import validate_params
 from edgekd.registry import did_you_mean
+
+log = logging.getLogger("edgekd")
 
 
 class DatasetParams(BaseModel):
@@ -100,8 +105,16 @@ class DatasetBuilder(Generic[P]):
             )  # e.g. "recipe.yaml: data.augment"
         return params
 
-    def __call__(self, cfg: DataConfig) -> DataBundle:
-        return self.build(cfg, self.parse(cfg))
+    def __call__(self, cfg: DataConfig, teacher: str | None = None) -> DataBundle:
+        """The dataset with its normalisation resolved (``cfg.preprocessing``; ``teacher``: the teacher's
+        recipe name, whose published normalisation the automatic choice follows)."""
+        data = self.build(cfg, self.parse(cfg))
+        chosen = resolve(data, cfg.preprocessing, teacher)
+        # said aloud only when edgekd chose on the user's behalf (the teacher's published values, or measured);
+        # a shipped dataset's own values or a declared preset are what the recipe says: debug detail
+        level = logging.INFO if chosen.source in ("teacher", "measured") else logging.DEBUG
+        log.log(level, "%s", describe(chosen))
+        return dataclasses.replace(data, preprocessing=chosen)
 
 
 def _unknown_option(where: str, dataset: str, key: str, options: list[str]) -> str:

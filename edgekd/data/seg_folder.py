@@ -11,12 +11,14 @@ palette index *is* the class). Pixels equal to 255 are ignored by the loss and e
 palette is an error (it usually means anti-aliased or JPEG-compressed masks, which cannot hold labels).
 
 Training augmentation (``data.augment``) crops and flips image and mask together
-(:func:`edgekd.data.base.augment_pair`). With ``data.args.size`` images are resized bilinearly and masks
-with nearest neighbour (labels are never blended).
+(:func:`edgekd.data.base.augment_pair` in memory; random-resized crop + flip when streamed, see
+:mod:`edgekd.data.transforms`). With ``data.args.size`` images are resized bilinearly and masks with nearest
+neighbour (labels are never blended). Large sets (over 1 GiB as uint8) are streamed from disk
+(``data.args.stream``, :mod:`edgekd.data._files`); then give ``num_classes`` to skip a pass over every mask.
 
 Options (``data.args``): ``size``, ``channels`` (1 or 3; default from the first image), ``num_classes``
 (default: largest label + 1), ``class_names``, ``palette``, ``train``/``eval`` (split directories, default
-``train``/``val``).
+``train``/``val``), ``stream`` (auto | true | false).
 
 Recipe::
 
@@ -26,6 +28,9 @@ Recipe::
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,12 +44,16 @@ from edgekd.data._files import (
     folder_splits,
     guess_channels,
     list_images,
-    preprocessing_of,
     stack_images,
+    stream_choice,
 )
-from edgekd.data.base import IGNORE_LABEL, DataBundle, TensorSplit
+from edgekd.data.base import IGNORE_LABEL, DataBundle, Split, TensorSplit
+from edgekd.data.stream import FileSplit
+from edgekd.data.transforms import SampleReader
 from edgekd.errors import InputError
 from edgekd.recipe.schema import DataConfig
+
+log = logging.getLogger("edgekd")
 
 Byte = Annotated[int, Strict(), Field(ge=0, le=255)]
 
@@ -145,30 +154,64 @@ def _pairs(directory: Path) -> tuple[list[Path], list[Path]]:
     return images, [masks[p.stem] for p in images]
 
 
+def _in_memory(
+    directory: Path, pairs: tuple[list[Path], list[Path]], params: SegFolderParams, channels: int
+) -> TensorSplit:
+    """One split decoded up front: images resized bilinearly, masks by nearest neighbour, sizes checked."""
+    palette = np.asarray(params.palette, dtype=np.int64) if params.palette else None
+    pixels = stack_images(pairs[0], channels, params.size)
+    labels = torch.from_numpy(np.stack([read_mask(m, params.size, palette) for m in pairs[1]]))
+    if labels.shape[1:] != pixels.shape[2:]:
+        raise InputError(
+            f"seg_folder: masks in {directory} are {tuple(labels.shape[1:])} but images are "
+            f"{tuple(pixels.shape[2:])}; set data.args.size or fix the files"
+        )
+    return TensorSplit(pixels, labels)
+
+
+def _largest_label(splits: Sequence[Split]) -> int:
+    """The largest class index any mask holds (255, ignored, excluded); streamed masks are read one by one."""
+    largest = -1
+    for split in splits:
+        if isinstance(split, TensorSplit):
+            labelled = split.targets[split.targets != IGNORE_LABEL]
+            largest = max(largest, int(labelled.max()) if labelled.numel() else -1)
+            continue
+        log.info(
+            "seg_folder: reading %d masks for their classes (set data.args.num_classes to skip)", len(split)
+        )
+        for mask in split.masks or ():
+            labels = split.reader.read_mask(mask) if split.reader.read_mask else np.zeros(0, np.uint8)
+            labelled = labels[labels != IGNORE_LABEL]
+            largest = max(largest, int(labelled.max()) if labelled.size else -1)
+    return largest
+
+
 @register_dataset("seg_folder", SegFolderParams)
 def build_seg_folder(cfg: DataConfig, params: SegFolderParams) -> DataBundle:
     """Image/mask PNG pairs in ``ROOT/{train,val}/{images,masks}/``, matched by file stem."""
-    splits_to_read = folder_splits(cfg, params, "seg_folder")
     palette = np.asarray(params.palette, dtype=np.int64) if params.palette else None
-    channels = params.channels
-    splits = {}
-    for split, directory, limit in splits_to_read:
+    listed = {}
+    for split, directory, limit in folder_splits(cfg, params, "seg_folder"):
         images, masks = _pairs(directory)
-        images, masks = images[:limit], masks[:limit]
-        channels = channels or guess_channels(images[0])
-        pixels = stack_images(images, channels, params.size)
-        labels = torch.from_numpy(np.stack([read_mask(m, params.size, palette) for m in masks]))
-        if labels.shape[1:] != pixels.shape[2:]:
-            raise InputError(
-                f"seg_folder: masks in {directory} are {tuple(labels.shape[1:])} but images are "
-                f"{tuple(pixels.shape[2:])}; set data.args.size or fix the files"
-            )
-        splits[split] = TensorSplit(pixels, labels)
-    if splits["train"].images.shape[2:] != splits["eval"].images.shape[2:]:
+        listed[split] = (directory, (images[:limit], masks[:limit]))
+    first = listed["train"][1][0][0]
+    channels = params.channels or guess_channels(first)
+    images = [pairs[0] for _, pairs in listed.values()]
+    stream, size = stream_choice("seg_folder", cfg, params, images, channels)
+    reader = SampleReader(channels, size, functools.partial(read_mask, size=None, palette=palette))
+    splits = {
+        split: FileSplit(tuple(pairs[0]), None, tuple(pairs[1]), reader, cfg.workers)
+        if stream
+        else _in_memory(directory, pairs, params, channels)
+        for split, (directory, pairs) in listed.items()
+    }
+    if splits["train"].image_shape != splits["eval"].image_shape:
         raise InputError("seg_folder: train and eval images differ in size; set data.args.size")
-    labelled = torch.cat([s.targets[s.targets != IGNORE_LABEL] for s in splits.values()])
-    found = int(labelled.max()) + 1 if labelled.numel() else 1
-    num_classes = params.num_classes or (len(palette) if palette is not None else found)
+    declared = params.num_classes or (len(palette) if palette is not None else None)
+    scan = declared is None or not stream  # streamed masks are read for their classes only when needed
+    found = max(_largest_label(list(splits.values())) + 1, 1) if scan else 1
+    num_classes = declared or found
     if found > num_classes:
         raise InputError(
             f"seg_folder: masks hold class {found - 1} but data.args.num_classes is {num_classes}"
@@ -182,7 +225,7 @@ def build_seg_folder(cfg: DataConfig, params: SegFolderParams) -> DataBundle:
         eval=splits["eval"],
         val=splits.get("val"),
         num_classes=num_classes,
-        preprocessing=preprocessing_of(splits["train"].images),
+        preprocessing=None,  # no normalisation of its own: build_data resolves data.preprocessing
         class_names=names or tuple(f"class_{i}" for i in range(num_classes)),
         extra={"source": str(Path(cfg.root or "")), "task": "segmentation"},
     )

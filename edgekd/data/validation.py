@@ -13,7 +13,7 @@ import logging
 
 import torch
 
-from edgekd.data.base import DataBundle, TensorSplit
+from edgekd.data.base import DataBundle
 from edgekd.errors import InputError
 from edgekd.recipe.schema import VAL_FRACTION_CAP
 
@@ -46,7 +46,8 @@ def carve_validation(data: DataBundle, val: float | int | str | None, seed: int)
 
     The remaining training samples keep their order, and the same (``train`` split, ``val``, ``seed``) always
     carves the same samples, so a resumed or distributed run trains on the same split. A bundle whose builder
-    already read a validation directory is returned unchanged.
+    already read a validation directory is returned unchanged. Works on in-memory and streamed splits alike
+    (``split.take``: a streamed split only splits its list of files).
     """
     count = validation_size(val, len(data.train)) if data.val is None else 0
     if count == 0:
@@ -54,10 +55,10 @@ def carve_validation(data: DataBundle, val: float | int | str | None, seed: int)
     gen = torch.Generator().manual_seed(seed * 7919 + 17)  # its own stream: not the training order's
     chosen = torch.zeros(len(data.train), dtype=torch.bool)
     chosen[torch.randperm(len(data.train), generator=gen)[:count]] = True
-    train, images, targets = data.train, data.train.images, data.train.targets
+    train = data.train
     log.debug("data.val: %d of %d training samples set aside for validation", count, len(train))
     return dataclasses.replace(
         data,
-        train=TensorSplit(images[~chosen], targets[~chosen]),
-        val=TensorSplit(images[chosen], targets[chosen]),
+        train=train.take(torch.nonzero(~chosen).flatten()),
+        val=train.take(torch.nonzero(chosen).flatten()),
     )

@@ -46,6 +46,7 @@ RESERVED_KEYS = (
     "preprocessing",
     "mean",
     "std",
+    "preprocessing_source",
     "input_name",
     "input_shape",
     "class_names",
@@ -177,8 +178,8 @@ def build_metadata(
     """The ``metadata_props`` a deployed file needs to be fed and read correctly without edgekd.
 
     Args:
-        data: Supplies preprocessing (as prose and as ``mean``/``std`` JSON lists), input shape and class
-            names.
+        data: Supplies preprocessing (as prose, as ``mean``/``std`` JSON lists and, as ``preprocessing_source``,
+            where they came from), input shape and class names.
         task: Its name tells a consumer how to read the output.
         dynamic_batch: Whether the batch axis is symbolic (``"batch"``) or fixed at 1.
         extra: Caller's keys (e.g. ``role``, ``model``); they may not override the keys above.
@@ -192,6 +193,14 @@ def build_metadata(
         # the same numbers as JSON lists, so a consumer (and the report's deploy snippet) need not parse prose
         "mean": json.dumps(list(data.preprocessing.mean)),
         "std": json.dumps(list(data.preprocessing.std)),
+        # where mean/std came from: preset | declared | measured | teacher | dataset, the preset's name, why
+        "preprocessing_source": json.dumps(
+            {
+                "source": data.preprocessing.source,
+                "preset": data.preprocessing.preset,
+                "detail": data.preprocessing.detail,
+            }
+        ),
         "input_name": INPUT_NAME,
         "input_shape": json.dumps([BATCH_DIM if dynamic_batch else 1, data.in_channels, height, width]),
         "class_names": json.dumps(list(data.class_names)),

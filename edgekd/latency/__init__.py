@@ -17,7 +17,8 @@ For the allocator (prune to a latency budget)::
     lat.layer_ms(i, cin, cout)             # one layer's term (before alpha/beta): marginal costs
 
 Layer: a stage-level package (it drives :mod:`edgekd.profile`'s targets and :mod:`edgekd.export`'s
-exporter); :mod:`edgekd.report` reads it for ``predicted_ms``, and :mod:`edgekd.prune` will, for budgets.
+exporter); :mod:`edgekd.report` reads it for ``predicted_ms``, :mod:`edgekd.prune` for latency budgets, and
+its ``calibrate`` stage (:mod:`edgekd.latency.stage`) runs before pruning when the recipe asks for one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ __all__ = [
 
 
 def __getattr__(name: str):  # noqa: ANN202  (lazy: calibration imports the profile targets)
+    if name == "STAGE":  # the calibrate stage (prune.target: latency), edgekd.run.pipeline.PIPELINE's entry
+        from edgekd.latency.stage import STAGE
+
+        return STAGE
     if name in {
         "CalibrationConfig",
         "CalibrationResult",

@@ -185,6 +185,7 @@ def calibrate_onnx(
         "whole_models": {"fit": len(fit_names), "holdout": len(hold_names)},
         "loo_mape": loo,
         "overhead_ms": overhead,
+        "teacher_ms": measured.get("fit0.onnx"),  # the unpruned model's measured p50: a latency budget's base
         "seconds": seconds,
         "holdout": [
             {"measured_ms": measured[n], "predicted_ms": p}

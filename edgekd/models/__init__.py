@@ -1,4 +1,4 @@
-"""Models: registered builders, ``torchvision:<name>`` and ``package.module:factory`` specs, checkpoints.
+"""Models: registered builders, ``torchvision:<name>``, ``timm:<name>`` and ``package.module:factory`` specs.
 
 Every builder takes ``num_classes`` and ``in_channels`` (filled from the dataset unless the recipe sets them)
 plus its own keyword ``args``. Add a model family with one module of ``@MODELS.register`` builders.

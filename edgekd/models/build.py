@@ -1,9 +1,11 @@
 """Turn a :class:`~edgekd.recipe.schema.ModelSpec` into an ``nn.Module``.
 
-Three spellings: a registered name (``resnet20``), ``torchvision:<name>`` (any ``torchvision.models`` builder,
+Four spellings: a registered name (``resnet20``), ``torchvision:<name>`` (any ``torchvision.models`` builder,
 random init, ``num_classes`` passed through and the first conv adapted to ``in_channels``; segmentation models
-such as ``lraspp_mobilenet_v3_large`` return ``{"out": logits}``, which the task reads), and
-``package.module:factory`` — which imports and runs user code *because the recipe names it*.
+such as ``lraspp_mobilenet_v3_large`` return ``{"out": logits}``, which the task reads), ``timm:<name>`` (see
+:mod:`edgekd.models.timm_models`), and ``package.module:factory`` — which imports and runs user code *because the
+recipe names it*. The factory is called with the spec's ``args`` as keyword arguments, plus ``num_classes`` and
+``in_channels`` (from the data, or the spec's own values) when its signature names them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,18 @@ from torch import nn
 
 from edgekd.errors import InputError
 from edgekd.models import MODELS
+from edgekd.models.timm_models import PREFIX as TIMM_PREFIX
+from edgekd.models.timm_models import build_timm, check_timm_name
 from edgekd.recipe.schema import ModelSpec
 from edgekd.registry import did_you_mean
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_LIBRARY_PREFIXES = ("torchvision:", TIMM_PREFIX)
+
+
+def runs_user_code(name: str) -> bool:
+    """Whether a model name is a ``package.module:factory`` spec (imports and runs the code it names)."""
+    return ":" in name and not name.startswith(_LIBRARY_PREFIXES)
 
 
 def check_model_name(name: str, where: str = "model.name") -> None:
@@ -34,13 +44,15 @@ def check_model_name(name: str, where: str = "model.name") -> None:
             raise InputError(
                 f"{where}: torchvision has no model '{tv_name}'{did_you_mean(tv_name, available)}"
             )
+    elif name.startswith(TIMM_PREFIX):
+        check_timm_name(name, where)
     elif ":" in name:
         if not _FACTORY.match(name):
             raise InputError(f"{where}: '{name}' is not of the form package.module:factory")
     elif name not in MODELS:
         raise InputError(
             f"{where}: unknown model '{name}'{did_you_mean(name, MODELS.names())} "
-            f"(valid: {', '.join(MODELS.names())}, torchvision:<name>, package.module:factory)"
+            f"(valid: {', '.join(MODELS.names())}, torchvision:<name>, timm:<name>, package.module:factory)"
         )
 
 
@@ -52,6 +64,8 @@ def build_model(spec: ModelSpec, num_classes: int, in_channels: int) -> nn.Modul
     try:
         if spec.name.startswith("torchvision:"):
             return _torchvision(spec.name.split(":", 1)[1], num_classes, in_channels, spec.args)
+        if spec.name.startswith(TIMM_PREFIX):
+            return build_timm(spec.name, num_classes, in_channels, spec.args)
         if ":" in spec.name:
             return _factory(spec.name, num_classes, in_channels, spec.args)
         return MODELS.get(spec.name)(num_classes=num_classes, in_channels=in_channels, **spec.args)

@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +88,25 @@ def extract_state_dict(obj: dict[str, Any], source: str = "checkpoint") -> dict[
         raise InputError(
             f"{source}: no tensors found (expected a state dict, or one under 'state_dict'/'model')"
         )
+    versions = getattr(obj, "_metadata", None)
     if all(k.startswith("module.") for k in tensors):
         tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+        versions = versions and {
+            ("" if k == "module" else k.removeprefix("module.")): v for k, v in versions.items()
+        }
+    if versions:  # each module's state-dict format version: see load_weights
+        tensors = OrderedDict(tensors)
+        tensors._metadata = versions  # type: ignore[attr-defined]  # torch's own convention
     return tensors
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
-    """Strictly load ``state`` into ``model``; a mismatch names the first differing keys and shapes."""
+    """Strictly load ``state`` into ``model``; a mismatch names the first differing keys and shapes.
+
+    A ``state`` without ``_metadata`` (module state-dict format versions; any plain dict of tensors) is read as
+    written by the current code, the model's own versions: modules that convert older formats in
+    ``_load_from_state_dict`` otherwise fail (torchvision's MNASNet: "version should be set to 1 or 2").
+    """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -111,6 +124,9 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str =
         problems.append(f"shape mismatch {_few(shapes)}")
     if problems:
         raise InputError(f"{source} does not match the model: {'; '.join(problems)}")
+    if getattr(state, "_metadata", None) is None:
+        state = OrderedDict(state)
+        state._metadata = expected._metadata  # type: ignore[attr-defined]
     model.load_state_dict(state, strict=True)
     return model
 

@@ -11,11 +11,14 @@ holds only plain data (str/int/float/bool/None, lists, tuples, dicts, tensors), 
   ``num_features``, ``in_features``, ``groups``, ``normalized_shape``, …), so whatever torch-pruning rewrote
   is restored without a per-layer-type table;
 * ``shapes`` — the shape of every parameter and buffer, including non-persistent ones;
-* ``state_dict`` and ``extra_buffers`` (non-persistent buffer values), and free-form ``meta``.
+* ``state_dict`` and ``extra_buffers`` (non-persistent buffer values), and free-form ``meta``;
+* ``state_versions`` — each module's state-dict format version (``state_dict()._metadata``), which a plain
+  dict of tensors drops. Modules that convert older formats in ``_load_from_state_dict`` read it: torchvision's
+  MNASNet refuses to load without it ("version should be set to 1 or 2 instead of None").
 
 Loading rebuilds the spec's architecture, writes the recorded attributes back, reshapes parameters and
 buffers to the recorded shapes, then loads the weights strictly. ``package.module:factory`` specs import and
-run user code, so a file naming one loads only with ``trust=True``.
+run user code, so a file naming one loads only with ``trust=True`` (``torchvision:`` and ``timm:`` specs do not).
 
 >>> save_student("student.pt", pruned, spec, num_classes=10, in_channels=1)   # doctest: +SKIP
 >>> model = load_student("student.pt")                                          # doctest: +SKIP
@@ -26,6 +29,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +72,7 @@ def save_student(
             such as enums or callables, are simply not recorded: torch-pruning never rewrites them).
     """
     meta = _plain_meta(dict(meta or {}), "meta")
+    state = model.state_dict()
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -77,7 +82,8 @@ def save_student(
         "in_channels": int(in_channels),
         "modules": {name: _module_record(module) for name, module in model.named_modules()},
         "shapes": _tensor_shapes(model),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state.items()},
+        "state_versions": state_versions(state),
         "extra_buffers": _non_persistent_buffers(model),
         "meta": meta,
     }
@@ -100,17 +106,18 @@ def load_student(path: str | os.PathLike, trust: bool = False) -> nn.Module:
     p = Path(path)
     data = _read(p)
     spec = _spec(p, data)
-    if ":" in spec.name and not spec.name.startswith("torchvision:") and not trust:
+    from edgekd.models.build import build_model, runs_user_code  # late: edgekd.models/__init__ imports this
+
+    if runs_user_code(spec.name) and not trust:
         raise InputError(
             f"{p}: the student is built by '{spec.name}', which imports and runs that code; "
             "load it with trust=True only if you trust the file"
         )
-    from edgekd.models.build import build_model  # late: lets edgekd.models/__init__ import this module
-
     with torch.random.fork_rng(devices=[]):  # building draws random init; leave the caller's RNG alone
         model = build_model(spec, int(data["num_classes"]), int(data["in_channels"]))
     _restore_structure(p, model, data["modules"], data["shapes"], data["state_dict"])
-    load_weights(model, data["state_dict"], source=str(p))
+    state = with_versions(data["state_dict"], data.get("state_versions"))
+    load_weights(model, state, source=str(p))
     buffers = dict(model.named_buffers())
     for name, value in data.get("extra_buffers", {}).items():
         if name in buffers:
@@ -121,6 +128,27 @@ def load_student(path: str | os.PathLike, trust: bool = False) -> nn.Module:
 def read_student_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``meta`` dict stored in a student file, without building the model."""
     return dict(_read(Path(path)).get("meta") or {})
+
+
+def state_versions(state: dict[str, torch.Tensor]) -> dict[str, dict[str, int]]:
+    """``{module prefix: {"version": n}}`` from a state dict's ``_metadata`` (plain data, unlike the OrderedDict)."""
+    versions: dict[str, dict[str, int]] = {}
+    for prefix, info in getattr(state, "_metadata", {}).items():
+        if isinstance(info, dict) and isinstance(info.get("version"), int):
+            versions[str(prefix)] = {"version": int(info["version"])}
+    return versions
+
+
+def with_versions(state: dict[str, torch.Tensor], versions: Any) -> dict[str, torch.Tensor]:
+    """``state`` carrying ``versions`` as its ``_metadata`` again (files written before it was stored: none,
+    and :func:`~edgekd.models.checkpoint.load_weights` then falls back to the freshly built model's own)."""
+    if not isinstance(versions, dict) or not versions:
+        return state
+    restored = OrderedDict(state)
+    restored._metadata = OrderedDict(  # type: ignore[attr-defined]  # torch's own convention
+        (k, dict(v)) for k, v in versions.items() if isinstance(v, dict)
+    )
+    return restored
 
 
 def _read(p: Path) -> dict[str, Any]:

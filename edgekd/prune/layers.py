@@ -10,7 +10,7 @@ predicts, so it is never pruned (its *input* channels still shrink with the laye
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -167,18 +167,25 @@ def head_names(model: nn.Module, example: torch.Tensor) -> list[str]:
     return heads
 
 
-def forward_or_explain(model: nn.Module, example: torch.Tensor, what: str, hint: str) -> Any:
-    """Run ``model(example)``; on failure raise InputError naming the innermost module that was running."""
+def forward_or_explain(
+    model: nn.Module, example: torch.Tensor, what: str, hint: str | Callable[[str, list[str]], str]
+) -> Any:
+    """Run ``model(example)``; on failure raise InputError naming the innermost module that was running.
+
+    ``hint`` ends the message; a callable gets that module's name (``""`` when none, e.g. a reshape in the
+    model's own forward) and the names of the modules that had finished, in order, and returns the hint.
+    """
     names = {id(m): n for n, m in model.named_modules()}
     stack: list[str] = []
     failed: list[str] = []
+    done: list[str] = []
 
     def enter(module: nn.Module, _args: Any) -> None:
         stack.append(names.get(id(module), type(module).__name__))
 
     def leave(_module: nn.Module, _args: Any, _out: Any) -> None:
         if stack:
-            stack.pop()
+            done.append(stack.pop())
 
     handles = [m.register_forward_pre_hook(enter) for m in model.modules()]
     handles += [m.register_forward_hook(leave) for m in model.modules()]
@@ -189,8 +196,9 @@ def forward_or_explain(model: nn.Module, example: torch.Tensor, what: str, hint:
         failed = [n for n in stack if n]
         where = f" in module '{failed[-1]}'" if failed else ""
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        advice = hint(failed[-1] if failed else "", done) if callable(hint) else hint
         raise InputError(
-            f"{what} fails a forward pass{where} ({type(exc).__name__}: {first}); {hint}"
+            f"{what} fails a forward pass{where} ({type(exc).__name__}: {first}); {advice}"
         ) from exc
     finally:
         for handle in handles:

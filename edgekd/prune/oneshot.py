@@ -26,11 +26,11 @@ from edgekd.prune.layers import (
     channel_records,
     describe_error,
     forward_or_explain,
-    head_names,
     layer_widths,
     narrowed_heads,
     resolve_ignored,
 )
+from edgekd.prune.plan import plan_graph
 from edgekd.prune.search import SearchOutcome, WindowMissed, search_ratio
 from edgekd.recipe.schema import PruneConfig
 from edgekd.results import PruneResult
@@ -141,7 +141,8 @@ class _Pruner:
             forward_or_explain(reference, self.example, "the model", _INPUT_HINT)
         )
         self.before = count_complexity(reference, self.example)
-        self.heads = head_names(reference, self.example)
+        self.plan = plan_graph(reference, self.example)
+        self.heads = list(self.plan.heads)
         self.needs_gradients = needs_gradients(cfg.importance)
         self.batches: list[Batch] = []
         # What each probe deep-copies. torch-pruning skips parameters without requires_grad, so a frozen
@@ -179,44 +180,43 @@ class _Pruner:
         self._bar.close()
 
     def _prune_copy(self, ratio: float) -> nn.Module:
-        import torch_pruning as tp
-
         cfg = self.cfg
         candidate = copy.deepcopy(self.template).eval()
         for source, target in zip(self.template.parameters(), candidate.parameters(), strict=True):
             target.grad = None if source.grad is None else source.grad.clone()  # deepcopy drops .grad
-        modules = dict(candidate.named_modules())
-        ignored = resolve_ignored(candidate, cfg.ignored_layers) + [modules[n] for n in self.heads]
+        ignored = resolve_ignored(candidate, cfg.ignored_layers)
+        settings = {
+            "importance": build_importance(cfg.importance),
+            "global_pruning": cfg.global_pruning,
+            "pruning_ratio": ratio,
+            "max_pruning_ratio": cfg.max_layer_ratio,
+            "round_to": self.round_to,
+        }
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             try:
-                pruner = tp.pruner.BasePruner(
-                    candidate,
-                    self.example,
-                    importance=build_importance(cfg.importance),
-                    global_pruning=cfg.global_pruning,
-                    pruning_ratio=ratio,
-                    max_pruning_ratio=cfg.max_layer_ratio,
-                    iterative_steps=cfg.iterative_steps,
-                    ignored_layers=ignored,
-                    round_to=self.round_to,
+                pruner = self.plan.pruner(
+                    candidate, self.example, ignored, iterative_steps=cfg.iterative_steps, **settings
                 )
             except Exception as exc:  # torch-pruning raises anything from tracing user code
                 raise InputError(
                     f"torch-pruning cannot trace the model ({describe_error(exc)}); {IGNORE_HINT}"
                 ) from exc
-            for step in range(cfg.iterative_steps):
-                if self.needs_gradients and step > 0:
-                    self._accumulate_gradients(candidate)
-                try:
+            try:
+                for step in range(cfg.iterative_steps):
+                    if self.needs_gradients and step > 0:
+                        self._accumulate_gradients(candidate)
                     pruner.step()
-                except Exception as exc:
-                    raise InputError(
-                        f"torch-pruning failed to prune the model ({describe_error(exc)}); {IGNORE_HINT}"
-                    ) from exc
+                    self.plan.after_step(candidate, pruner)  # the sizes attention layers reshape by
+                self.plan.finish(candidate, ignored, **settings)  # inside modules torch-pruning cannot trace
+            except Exception as exc:
+                hint = self.plan.step_hint(candidate, pruner)
+                raise InputError(
+                    f"torch-pruning failed to prune the model ({describe_error(exc)}); {hint}"
+                ) from exc
         for param in candidate.parameters():
             param.grad = None
-        out = forward_or_explain(candidate, self.example, "the pruned model", IGNORE_HINT)
+        out = self.plan.check(candidate, self.example)
         if self._output_shape(out) != self.output_shape:
             raise EdgekdError(
                 f"pruning changed the model output shape {self.output_shape} -> {self._output_shape(out)}; "

@@ -59,17 +59,60 @@ class ProgressiveConfig(Section):
     )
 
 
+class LatencyTargetConfig(Section):
+    """``prune.latency`` (with ``prune.target: latency``): the device, runtime setting and budget to prune for.
+
+    The budget is ``(1 - prune.reduction)`` of the teacher's p50 on ``target`` at ``threads`` (measured when
+    the latency model was calibrated), or ``p50_ms`` when set. The target's latency model
+    (:mod:`edgekd.latency`) is calibrated automatically when no valid one is cached (``profile.latency_cache``,
+    ``$EDGEKD_LATENCY_CACHE``); channels are then allocated by importance kept per millisecond saved
+    (HALP, Shen et al., NeurIPS'22), at widths the model predicts fast on that device.
+
+    Recipe::
+
+        prune: {target: latency, reduction: 0.5, latency: {target: local, threads: 1}}
+        prune: {target: latency, latency: {target: pi5, threads: 4, p50_ms: 8.0}}
+    """
+
+    target: str = Field(
+        "local", description="Profiling target: local, ssh://user@host, or a targets.yaml name."
+    )
+    threads: int = Field(1, ge=1, description="Intra-op threads the student will run with on the target.")
+    p50_ms: float | None = Field(
+        None, gt=0, description="Absolute p50 budget in ms; null: (1 - reduction) of the teacher's p50."
+    )
+    quick: bool = Field(
+        False, description="Calibrate with the coarse grid (seconds instead of minutes, larger error)."
+    )
+
+
 class PruneConfig(Section):
     """Structural pruning with torch-pruning's dependency graph.
 
     ``target`` says what ``reduction`` measures: ``macs`` / ``params`` (fraction of the teacher's removed; the
-    pruner steps until the target is met within ``tolerance``) or ``channels`` (torch-pruning's channel pruning
+    pruner steps until the target is met within ``tolerance``), ``latency`` (fraction of the teacher's p50 on
+    ``latency.target``, see :class:`LatencyTargetConfig`) or ``channels`` (torch-pruning's channel pruning
     ratio per group).
+
+    ``allocation`` says how channels are spread over the layers: ``uniform`` (one channel ratio for every
+    group, searched until the goal is met: the behaviour the quickstart's numbers were measured with) or
+    ``cost`` (per-group widths chosen by importance kept per unit of MACs/params/latency saved, in seconds:
+    :mod:`edgekd.prune.allocate`). Null (the default) means ``cost`` for ``latency`` and ``uniform`` otherwise.
     """
 
     importance: str = Field("group_l2", description="Registered importance criterion.")
-    target: Literal["macs", "params", "channels"] = "macs"
-    reduction: float = Field(0.74, gt=0, lt=1, description="Fraction removed (of MACs, params or channels).")
+    target: Literal["macs", "params", "channels", "latency"] = "macs"
+    reduction: float = Field(
+        0.74, gt=0, lt=1, description="Fraction removed (of MACs, params, channels or p50 latency)."
+    )
+    allocation: Literal["uniform", "cost"] | None = Field(
+        None,
+        description="uniform: one searched channel ratio; cost: per-group widths by importance per cost saved. "
+        "Null: cost for target latency, uniform otherwise.",
+    )
+    latency: LatencyTargetConfig = Field(
+        default_factory=LatencyTargetConfig, description="The device and budget of target: latency."
+    )
     tolerance: float = Field(
         0.01, gt=0, lt=0.5, description="Accepted |achieved - reduction| for macs/params."
     )
@@ -92,10 +135,29 @@ class PruneConfig(Section):
     )
     progressive: ProgressiveConfig = Field(default_factory=ProgressiveConfig)
 
+    @property
+    def resolved_allocation(self) -> str:
+        """``allocation`` with its per-target default applied."""
+        if self.allocation is not None:
+            return self.allocation
+        return "cost" if self.target == "latency" else "uniform"
+
     @model_validator(mode="after")
     def _progressive_needs_a_budget(self) -> PruneConfig:
-        if self.schedule == "progressive" and self.target == "channels":
+        if self.schedule == "progressive" and self.target in ("channels", "latency"):
             raise ValueError(
                 "schedule: progressive splits a MACs or params budget into steps; use target: macs or params"
+            )
+        if self.schedule == "progressive" and self.allocation == "cost":
+            raise ValueError(
+                "schedule: progressive prunes each step with allocation: uniform; drop allocation"
+            )
+        if self.target == "latency" and self.allocation == "uniform":
+            raise ValueError(
+                "target: latency needs allocation: cost (or null); uniform cannot aim at a latency"
+            )
+        if self.target == "channels" and self.allocation == "cost":
+            raise ValueError(
+                "target: channels is a per-group ratio; allocation: cost needs macs, params or latency"
             )
         return self

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgekd.recipe.base import OptimConfig, Section
 from edgekd.recipe.data_free import DataFreeConfig
 from edgekd.recipe.gates import GatesConfig
 from edgekd.recipe.prune import PruneConfig
+from edgekd.registry import did_you_mean
 from edgekd.rundir import FP16_ONNX, INT8_ONNX, STUDENT_ONNX
 
 Fraction = float  # documented alias: values in (0, 1)
@@ -35,6 +36,52 @@ Precision = Literal["fp32", "bf16", "fp16"]
 # to ~0.4 pt on accuracy; more would only take training images away).
 DEFAULT_VAL_FRACTION = 0.1
 VAL_FRACTION_CAP = 5000
+# `data.preprocessing` presets (values in edgekd.data.preprocessing); null picks one from the teacher and data.
+PreprocessingPreset = Literal["imagenet", "none", "measured"]
+PREPROCESSING_PRESETS: tuple[str, ...] = get_args(PreprocessingPreset)
+# Where a run's mean/std came from: a named preset, the recipe's own numbers, a bounded measurement of the
+# training split, the teacher's published normalisation (torchvision/timm), or the shipped dataset's own.
+PreprocessingSource = Literal["preset", "declared", "measured", "teacher", "dataset"]
+
+
+class PreprocessingSpec(Section):
+    """Normalisation ``x = (pixel / 255 - mean) / std``: one value per input channel, or one for all channels.
+
+    ``source``/``detail`` are written by edgekd: the resolved recipe a run records (report.json ``recipe``,
+    ``student.pt``) holds the numbers it used and where they came from, so re-exporting the student later feeds
+    it the same numbers and says why. A recipe that declares values leaves them out (``source: declared``).
+    """
+
+    mean: tuple[float, ...] = Field(..., min_length=1, description="Per-channel mean of pixel/255.")
+    std: tuple[float, ...] = Field(..., min_length=1, description="Per-channel std of pixel/255 (> 0).")
+    source: PreprocessingSource = Field("declared", description="Where the values came from (set by edgekd).")
+    detail: str = Field("", description="How they were chosen, in words (set by edgekd).")
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> PreprocessingSpec:
+        if len(self.mean) != len(self.std):
+            raise ValueError(
+                f"mean has {len(self.mean)} values but std has {len(self.std)}; give one per channel"
+            )
+        if any(not s > 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {list(self.std)}")
+        return self
+
+
+def _preprocessing_values(value: dict[str, Any]) -> PreprocessingSpec:
+    """``{mean, std}`` as a :class:`PreprocessingSpec`; a problem as one ValueError naming the inner key."""
+    keys = sorted(PreprocessingSpec.model_fields)
+    for key in value:
+        if str(key) not in keys:
+            raise ValueError(f"unknown key '{key}'{did_you_mean(str(key), keys)} (valid: {', '.join(keys)})")
+    try:
+        return PreprocessingSpec.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(
+            f"{where + ': ' if where else ''}{first['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 class DataConfig(Section):
@@ -65,7 +112,33 @@ class DataConfig(Section):
     )
     batch_size: int = Field(128, ge=1, description="Global batch per training step (split over all ranks).")
     eval_batch_size: int = Field(512, ge=1)
-    workers: int = Field(0, ge=0, description="DataLoader workers; 0 serves in-memory tensors directly.")
+    workers: int = Field(
+        0, ge=0, description="DataLoader worker processes decoding streamed folder datasets (0: in-process)."
+    )
+    preprocessing: PreprocessingPreset | PreprocessingSpec | None = Field(
+        None,
+        description=(
+            "Input normalisation: a preset (imagenet, none, measured: mean/std of a bounded sample of the "
+            "training split) or {mean: [...], std: [...]}; null: a torchvision:/timm: teacher's published "
+            "normalisation, else the shipped dataset's own, else measured."
+        ),
+    )
+
+    @field_validator("preprocessing", mode="before")
+    @classmethod
+    def _known_preset(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in PREPROCESSING_PRESETS:
+            raise ValueError(
+                f"unknown preset '{value}'{did_you_mean(value, PREPROCESSING_PRESETS)} (presets: "
+                f"{', '.join(PREPROCESSING_PRESETS)}; or give {{mean: [...], std: [...]}})"
+            )
+        if isinstance(value, dict):  # validated here, so an error names the key, not the union's branches
+            return _preprocessing_values(value)
+        if value is not None and not isinstance(value, str | PreprocessingSpec):
+            raise ValueError(
+                f"give a preset ({', '.join(PREPROCESSING_PRESETS)}) or {{mean: [...], std: [...]}}"
+            )
+        return value
 
     @field_validator("val")
     @classmethod

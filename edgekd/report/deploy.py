@@ -52,6 +52,9 @@ class InputSpec:
         mean: Per-channel mean of ``pixel / 255``.
         std: Per-channel standard deviation of ``pixel / 255``.
         preset: A :data:`PRESETS` name the mean/std match, else ``None``.
+        source: Where mean/std came from (``preset``, ``declared``, ``measured``, ``teacher``, ``dataset``;
+            ``data.preprocessing``), ``None`` for a file that does not say.
+        detail: How they were chosen, in words (``measured on 2000 of 20000 training images``).
         classes: Class names, index = output channel (classification, segmentation).
         outputs: Output name → meaning, in output order (regression).
     """
@@ -65,6 +68,8 @@ class InputSpec:
     preset: str | None = None
     classes: tuple[str, ...] | None = None
     outputs: dict[str, str] | None = None
+    source: str | None = None
+    detail: str | None = None
 
     def as_report(self) -> dict[str, Any]:
         """The ``input`` block: ``classes`` or ``outputs``, whichever the task has (never both)."""
@@ -81,6 +86,8 @@ class InputSpec:
                 "formula": FORMULA,
             },
         }
+        if self.source is not None:  # where mean/std came from; unknown for a file that does not say
+            block["preprocessing"].update(source=self.source, detail=self.detail or "")
         if self.outputs is not None:
             block["outputs"] = dict(self.outputs)
         else:
@@ -111,11 +118,35 @@ def describe_input(onnx_path: Path, data: DataBundle | None, task: str) -> Input
     classes = tuple(json.loads(props["class_names"])) if "class_names" in props else ()
     if not classes and data is not None:
         classes = tuple(data.class_names)
-    spec = InputSpec(Path(onnx_path).name, name, shape, dtype, mean, std, preset_of(mean, std), classes)
+    origin = _origin(props, data)
+    spec = InputSpec(
+        Path(onnx_path).name,
+        name,
+        shape,
+        dtype,
+        mean,
+        std,
+        origin.get("preset") or preset_of(mean, std),
+        classes,
+        source=origin.get("source"),
+        detail=origin.get("detail"),
+    )
     if task != "regression":
         return spec
     kind = data.target_kind if data is not None else ""
     return replace(spec, classes=None, outputs=regression_outputs(model, classes, kind))
+
+
+def _origin(props: dict[str, str], data: DataBundle | None) -> dict[str, Any]:
+    """``{source, preset, detail}`` of the file's normalisation: its ``preprocessing_source``, else the data's."""
+    try:
+        origin = json.loads(props["preprocessing_source"])
+    except (KeyError, ValueError):
+        origin = None
+    if isinstance(origin, dict):
+        return origin
+    pre = data.preprocessing if data is not None else None
+    return {} if pre is None else {"source": pre.source, "preset": pre.preset, "detail": pre.detail}
 
 
 def preset_of(mean: tuple[float, ...], std: tuple[float, ...]) -> str | None:

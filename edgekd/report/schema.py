@@ -148,6 +148,9 @@ class PreprocessingEntry(_Model):
     mean: Annotated[list[float], Field(min_length=1)]
     std: Annotated[list[Annotated[float, Field(gt=0.0)]], Field(min_length=1)]
     formula: str
+    # where mean/std came from (data.preprocessing) and why, in words; absent in older reports
+    source: Literal["preset", "declared", "measured", "teacher", "dataset"] | None = None
+    detail: str | None = None
 
     @model_validator(mode="after")
     def _per_channel(self) -> PreprocessingEntry:

@@ -267,8 +267,16 @@ def _pruning_summary(pruning: dict[str, Any] | None) -> str | None:
         f"params {fmt.signed(-pruning['params_reduction'] * 100)} %"
     )
     rounding = f"; widths rounded to multiples of {pruning['round_to']}" if pruning.get("round_to") else ""
+    how = "per-group widths by importance per cost saved" if pruning.get("allocation") == "cost" else ""
+    steps = how or f"in {pruning['steps']} steps"
+    budget = pruning.get("latency")
+    if budget:  # prune.target: latency
+        achieved += (
+            f"; latency budget {budget['budget_ms']:.3g} ms on {budget['target']} ({budget['threads']} "
+            f"thread(s)), predicted {budget['predicted_ms']:.3g} ms"
+        )
     return (
-        f"Importance {pruning['importance']}, goal: remove {goal}, in {pruning['steps']} steps "
+        f"Importance {pruning['importance']}, goal: remove {goal}, {steps} "
         f"({fmt.seconds(pruning.get('seconds'))}){rounding}. Achieved: {achieved}."
     )
 
@@ -425,8 +433,11 @@ def _deploy(report: dict[str, Any]) -> dict[str, Any] | None:
         ["Preprocessing", f"{pre['formula']}, per channel"],
         ["mean", ", ".join(f"{v:g}" for v in pre["mean"])],
         ["std", ", ".join(f"{v:g}" for v in pre["std"])],
-        ["Preset", pre["preset"] or "none (the training data's own statistics)"],
+        ["Preset", pre["preset"] or "— (not a named preset)"],
     ]
+    if pre.get("source"):  # where mean/std came from (data.preprocessing); older reports do not say
+        origin = f"{pre['source']}: {pre['detail']}" if pre.get("detail") else pre["source"]
+        rows.append(["Normalisation from", origin])
     if block.get("outputs") is not None:
         rows += [
             [f"Output {i}: {name}", meaning] for i, (name, meaning) in enumerate(block["outputs"].items())

@@ -1,5 +1,5 @@
-"""``edgekd compress``: walk :data:`PIPELINE` — teacher → (sparsify) → prune → distill → export → profile →
-report — in one run directory.
+"""``edgekd compress``: walk :data:`PIPELINE` — teacher → (sparsify) → (calibrate) → prune → distill → export →
+profile → report — in one run directory.
 
 This module only sequences stages (:mod:`edgekd.context`): each is ``run(ctx, upstream) -> result`` and
 declares what its resume hash covers; nothing here knows what a stage does. Every file lands through
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgekd import __version__, distill, export, profile, prune, report, sparsify, teacher
+from edgekd import __version__, distill, export, latency, profile, prune, report, sparsify, teacher
 from edgekd.context import RunContext, Stage, Upstream
 from edgekd.engine import distributed
 from edgekd.engine.device import distill_device
@@ -40,6 +40,7 @@ log = logging.getLogger("edgekd")
 PIPELINE: tuple[Stage, ...] = (
     teacher.STAGE,
     sparsify.STAGE,
+    latency.STAGE,  # calibrate: only with prune.target: latency
     prune.STAGE,
     distill.STAGE,
     export.STAGE,

@@ -5,7 +5,7 @@ task and teachers."""
 from __future__ import annotations
 
 from edgekd.context import RunContext
-from edgekd.data import build_data
+from edgekd.data import build_data, resolved_config
 from edgekd.engine.device import distill_device
 from edgekd.engine.trainer import seed_everything
 from edgekd.recipe.schema import Recipe
@@ -28,7 +28,9 @@ def prepare(recipe: Recipe, run: RunDir, teachers: bool = True) -> RunContext:
     if teachers:  # the commands that may train: a missing GPU fails before the data and teachers load
         distill_device(recipe)
     seed_everything(recipe.seed)
-    data = build_data(recipe.data, recipe.seed)
+    data = build_data(recipe.data, recipe.seed, teacher=recipe.teacher.model.name)
+    # the resolved recipe (report, student.pt) records the normalisation used and where it came from
+    recipe = recipe.model_copy(update={"data": resolved_config(recipe.data, data)})
     task = get_task(recipe.task, data)  # specialised to the targets (e.g. gaze angles)
     models: tuple = ()
     if teachers:

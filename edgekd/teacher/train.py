@@ -43,7 +43,7 @@ def train_teacher(recipe: Recipe, out_dir: Path, resume: bool = False) -> Teache
     device = teacher_device(recipe)  # a missing GPU or fp16 on a CPU fails here, before the data loads
     log.info("train: training on %s", device.describe())
     seed_everything(recipe.seed)
-    data = build_data(recipe.data, recipe.seed)
+    data = build_data(recipe.data, recipe.seed, teacher=recipe.teacher.model.name)
     task = get_task(recipe.task, data)
     model = build_teacher(recipe, data)
     criterion = task.criterion(recipe.train.label_smoothing)
