@@ -170,11 +170,28 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=None, help="steps_per_epoch override (budget per arm)")
     parser.add_argument("--arms", default=None, help="comma-separated arm keys (default all)")
+    parser.add_argument("--reductions", type=float, nargs="+", help="MACs cuts (default: the mode's)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the mode's)")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="only print the table of these runs' json files"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     mode = QUICK if args.quick else FULL
     if args.steps:
         mode = dataclasses.replace(mode, steps_per_epoch=args.steps)
+    if args.reductions or args.seeds:  # one slice of the protocol, e.g. to run two reductions side by side
+        mode = dataclasses.replace(
+            mode, reductions=tuple(args.reductions or mode.reductions), seeds=tuple(args.seeds or mode.seeds)
+        )
+    if args.merge:
+        found = [row for path in args.merge for row in json.loads(path.read_text())["rows"]]
+        rows = list(
+            {(r["arm"], r["reduction"], r["seed"]): r for r in reversed(found)}.values()
+        )  # first wins
+        mode = dataclasses.replace(mode, reductions=tuple(sorted({r["reduction"] for r in rows})))
+        print(summarise(rows, mode))
+        return
     seeds_slow = args.seeds_slow if args.seeds_slow is not None else (None if args.quick else 1)
     arms = [a for a in ARMS if args.arms is None or a.key in args.arms.split(",")]
     out = args.out or REPO / "runs" / f"data_free_{mode.name}"
@@ -198,6 +215,9 @@ def main() -> None:
                     row = run_arm(arm, recipe, pruned, teacher, data, Path(tmp))
                     rows.append({**row, "reduction": reduction, "seed": seed})
                     log(f"−{reduction:.0%} seed {seed} {arm.key}: {row}")
+                    write_json(
+                        out / "data_free.partial.json", {"mode": mode.name, "rows": rows}
+                    )  # survives a kill
     table = summarise(rows, mode)
     total = time.perf_counter() - started
     command = "benchmarks/data_free.py" + (" --quick" if args.quick else "")

@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks._compress import artifact, compress_report  # noqa: E402
+
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 
 
@@ -46,18 +49,11 @@ def edgekd_arms(epochs: int) -> dict[str, list[str]]:
 
 
 def run_edgekd(arm: str, overrides: list[str], seed: int, args: argparse.Namespace) -> dict:
-    out = args.out / f"{arm}-seed{seed}"
     common = [f"seed={seed}", f"prune.reduction={args.reduction}", f"data.train_limit={args.train_limit}"]
     common += ["profile.threads=[1]", "profile.time_budget_s=0.5"]
-    sets = [arg for o in [*common, *overrides] for arg in ("--set", o)]
     started = time.perf_counter()
-    cmd = [sys.executable, "-m", "edgekd", "compress", str(QUICKSTART), "--out", str(out), *sets]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode != 0:
-        raise SystemExit(f"{arm} seed {seed} failed:\n{proc.stderr[-3000:]}")
-    report = json.loads((out / "report.json").read_text())
-    student = next(a for a in report["artifacts"] if a["name"] == "student.onnx")
-    teacher = next(a for a in report["artifacts"] if a["name"] == "teacher.onnx")
+    report = compress_report(QUICKSTART, args.out / f"{arm}-seed{seed}", [*common, *overrides])
+    student, teacher = artifact(report, "student.onnx"), artifact(report, "teacher.onnx")
     return {
         "arm": arm,
         "seed": seed,

@@ -265,7 +265,8 @@ class BudgetCheck:
     """The shipped student's measured p50 against the latency budget it was pruned to (issue 14, item 4).
 
     ``met`` when ``measured_ms <= budget_ms * (1 + allowed_error)``, ``allowed_error`` being the latency model's
-    calibrated MAPE: a miss within it is the model's known error, a miss beyond it is news.
+    calibrated MAPE: a miss within it is the model's known error, a miss beyond it is news. After a miss the
+    measurement is recorded in the latency model (``model_updated``, :mod:`edgekd.latency.feedback`).
     """
 
     target: str
@@ -275,6 +276,7 @@ class BudgetCheck:
     measured_ms: float
     allowed_error: float
     met: bool
+    model_updated: bool = False
 
 
 @dataclass(frozen=True)

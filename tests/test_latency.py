@@ -22,7 +22,7 @@ from edgekd.latency.cache import CacheKey, store
 from edgekd.latency.calibrate import calibrate_onnx, calibrate_torch, model_key
 from edgekd.latency.kinds import OP_KINDS, kind_of
 from edgekd.latency.predict import attach_predictions, predicted_p50
-from edgekd.latency.predictor import LatencyModel, Sample, fit_table, nnls
+from edgekd.latency.predictor import LatencyModel, Sample, fit_table, fit_whole_graph, nnls, whole_graph_term
 from edgekd.profile import profile_model
 from edgekd.recipe.schema import ProfileConfig
 from edgekd.report.schema import Report
@@ -126,6 +126,31 @@ def test_a_fitted_table_is_monotone_in_width_within_an_alignment_class():
     assert all(c >= 0 for c in fit.coef)
 
 
+def test_the_whole_graph_term_prices_reorders_around_off_block_layers():
+    """Whole models where every off-block layer costs 1e-6 ms per activation element reordered (on top of
+    1.1x the layer terms and 0.2 ms): the fit recovers the three and picks the block that explains them."""
+    conv1, conv2, fc = read_layers(tiny_onnx(64))
+    widths = (64, 48, 40, 37, 21)
+    models = [[conv1.with_widths(3, w), conv2.with_widths(w, w), fc.with_widths(w, 10)] for w in widths]
+    sums = [float(sum(layer.macs for layer in m)) * 1e-7 for m in models]
+    reorders = [sum(layer.misaligned_elems(8) for layer in m) for m in models]
+    measured = [1.1 * s + 1e-6 * r + 0.2 for s, r in zip(sums, reorders, strict=True)]
+    term = fit_whole_graph(sums, models, measured)
+    assert term.block == 8 and term.alpha == pytest.approx(1.1, rel=1e-6)
+    assert term.gamma == pytest.approx(1e-6, rel=1e-6) and term.beta == pytest.approx(0.2, rel=1e-6)
+    aligned = [(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)]  # no model off the block: no gamma to fit
+    alpha, gamma, beta = whole_graph_term([p for p, _ in aligned], [2 * p + 1 for p, _ in aligned])
+    assert (alpha, gamma) == (pytest.approx(2.0), 0.0) and beta == pytest.approx(1.0)
+
+
+def test_a_layer_is_off_block_only_where_pruning_can_move_it():
+    first, second = read_layers(tiny_onnx(64))[:2]
+    assert first.fixed_in and first.misaligned_elems(8) == 0  # 3 input channels: the image's, not pruned
+    assert second.with_widths(64, 40).misaligned_elems(8) == 0
+    assert second.with_widths(64, 40).misaligned_elems(16) > 0  # 40 is off a 16-wide block
+    assert second.with_widths(37, 64).misaligned_elems(8) == 37 * 12 * 12 + 64 * 12 * 12
+
+
 # --------------------------------------------------------------------------------------------- the cache
 def _model(key: CacheKey) -> LatencyModel:
     layers = tuple(read_layers(tiny_onnx()))
@@ -226,7 +251,9 @@ def test_a_torch_calibration_records_its_held_out_error(cache):
     entry = result.stage_entry()
     assert set(entry) == {"target", "seconds", "samples", "error"}
     assert result.model.error["n"] == 2 and 0 <= entry["error"]["within_10pct"] <= 1
-    assert result.model.fit["whole_models"] == {"fit": 3, "holdout": 2}
+    # the teacher, two rounded uniform variants and one unrounded (quick), which prices misaligned widths
+    assert result.model.fit["whole_models"] == {"fit": 4, "holdout": 2}
+    assert result.model.block in (8, 16) and result.model.gamma >= 0
     assert result.model.fit["teacher_ms"] > 0  # the unpruned model's measured p50: a latency budget's base
 
 

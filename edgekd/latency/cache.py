@@ -29,7 +29,7 @@ log = logging.getLogger("edgekd")
 
 CACHE_ENV = "EDGEKD_LATENCY_CACHE"
 DEFAULT_CACHE = Path("~/.cache/edgekd/latency")
-FORMAT = 1  # bump when the fitted model's meaning changes: older files become stale
+FORMAT = 2  # bump when the fitted model's meaning changes: older files become stale (2: misalignment term)
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,14 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edgekd.latency.cache import CacheKey, cache_dir, device_identity, lookup, store
 from edgekd.latency.graph import LayerSpec, architecture_hash, concrete_input_shape, read_layers
 from edgekd.latency.kinds import QUICK_GRID, GridSize, kind_of
-from edgekd.latency.predictor import LatencyModel, Sample, error_summary, fit_tables, whole_graph_term
+from edgekd.latency.predictor import LatencyModel, Sample, error_summary, fit_tables, fit_whole_graph
 from edgekd.profile.measure import get_target
 from edgekd.profile.target import ProbeSettings
 
@@ -44,7 +44,10 @@ class CalibrationConfig:
         threads: intra-op threads (>= 1: the thread count is part of the key).
         batch: the batch the model runs at.
         quick: coarser width grid, 1 round, shorter budgets.
-        uniform: keep ratios of the uniform-width variants fitting the whole-graph term (torch models).
+        uniform: keep ratios of the uniform-width variants fitting the whole-graph term (torch models),
+            widths rounded to multiples of 8.
+        unaligned: keep ratios of unrounded uniform variants (widths off the SIMD block: what prices the
+            reorders around such layers, ``gamma``).
         holdout: random-width variants measured for the held-out error (torch models; 0: none).
         seed: seeds the random variants.
         cache: the cache directory override (``profile.latency_cache``); ``$EDGEKD_LATENCY_CACHE`` wins.
@@ -55,6 +58,7 @@ class CalibrationConfig:
     batch: int = 1
     quick: bool = False
     uniform: tuple[float, ...] = (0.75, 0.5, 0.3)
+    unaligned: tuple[float, ...] = (0.62, 0.41)
     holdout: int = 6
     seed: int = 0
     cache: str | None = None
@@ -167,17 +171,21 @@ def calibrate_onnx(
     }
     measured = _run_bundle(target, named, cfg.settings(0.5 if cfg.quick else 1.0))
     draft = LatencyModel(asdict(key), tuple(layers), fits, layer_tables, q, 1.0, 0.0)
-    sums = {}
+    sums, variants = {}, {}
     for name, m in named.items():
         variant = read_layers(m, shape, cfg.batch)
         if [v.signature() for v in variant] == [v.signature() for v in layers]:
-            sums[name] = draft.predict_layers(variant)
+            sums[name], variants[name] = draft.predict_layers(variant), variant
         else:  # the export folded something differently: not this architecture, leave it out
             log.warning("calibrate: %s does not have the model's layers; left out", name)
     fit_names = [n for n in sums if n.startswith("fit")]
-    alpha, beta = whole_graph_term([sums[n] for n in fit_names], [measured[n] for n in fit_names])
+    term = fit_whole_graph(
+        [sums[n] for n in fit_names], [variants[n] for n in fit_names], [measured[n] for n in fit_names]
+    )
+    whole_graph = {"alpha": term.alpha, "beta": term.beta, "gamma": term.gamma, "block": term.block}
     hold_names = [n for n in sums if n.startswith("hold")]
-    predicted = [alpha * sums[n] + beta for n in hold_names]
+    scored = LatencyModel(asdict(key), tuple(layers), fits, layer_tables, q, **whole_graph)
+    predicted = [scored.predict_layers(variants[n]) for n in hold_names]
     error = error_summary(predicted, [measured[n] for n in hold_names])
     seconds = time.perf_counter() - started
     fit = {
@@ -192,7 +200,7 @@ def calibrate_onnx(
             for n, p in zip(hold_names, predicted, strict=True)
         ],
     }
-    model = LatencyModel(asdict(key), tuple(layers), fits, layer_tables, q, alpha, beta, error, fit)
+    model = replace(scored, error=error, fit=fit)
     path = store(model, key, cache_dir(cfg.cache))
     log.info("calibrate: %s in %.1f s, q=%d, held-out %s -> %s", target, seconds, q, error, path)
     return CalibrationResult(model, path, target, seconds, len(micro) + len(named))
@@ -247,7 +255,9 @@ def calibrate_torch(model: Any, example: Any, target: str, cfg: CalibrationConfi
     example = example[: cfg.batch]
     proto = to_onnx(model, example)
     ratios = cfg.uniform[:2] if cfg.quick else cfg.uniform
+    unaligned = cfg.unaligned[:1] if cfg.quick else cfg.unaligned
     fit = [to_onnx(prune_widths(model, example, uniform(r)), example) for r in ratios]
+    fit += [to_onnx(prune_widths(model, example, uniform(r, round_to=None)), example) for r in unaligned]
     hold = [
         to_onnx(prune_widths(model, example, random_plan(cfg.seed + i)), example) for i in range(cfg.holdout)
     ]

@@ -70,6 +70,21 @@ class LayerSpec:
             return replace(self, cin=cout, cout=cout, groups=cout)
         return replace(self, cin=cin, cout=cout)
 
+    def misaligned_elems(self, block: int) -> int:
+        """Activation elements ORT reorders around this layer when a width misses its SIMD ``block``, else 0.
+
+        ORT runs a chain of convolutions whose channels are multiples of the NCHWc block (8 on AVX2 and NEON,
+        16 on AVX-512) in its blocked layout; a conv off the block falls back to plain NCHW, and the tensors
+        on both sides of it are reordered in and out of the blocked layout. A single-op micro-model cannot see
+        that (it has no neighbours), so the whole-graph term prices it per element reordered.
+        """
+        if self.kind == "linear" or block <= 1:
+            return 0
+        off = (self.cout % block and not self.fixed_out) or (self.cin % block and not self.fixed_in)
+        if not off:
+            return 0
+        return self.cin * self.in_hw[0] * self.in_hw[1] + self.cout * self.out_hw[0] * self.out_hw[1]
+
     @property
     def macs(self) -> int:
         """Multiply-accumulates of one inference at batch 1."""

@@ -1,5 +1,9 @@
 """Predicted latency of an ONNX file from a cached latency model: ``edgekd predict`` and the report's
-``predicted_ms`` beside every measured profile."""
+``predicted_ms`` beside every measured profile.
+
+A prediction is the model's raw sum corrected by the whole models measured on the target (the teacher at
+calibration, students measured since: :mod:`edgekd.latency.feedback`), the same number a latency budget is
+allocated against."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 
 from edgekd.errors import InputError
 from edgekd.latency.cache import CacheKey, cache_dir, device_identity, lookup
+from edgekd.latency.feedback import expected_ms
 from edgekd.latency.graph import architecture_hash, concrete_input_shape, read_layers
 from edgekd.onnxfile import check_onnx_file
 
@@ -50,7 +55,7 @@ def predict_onnx(
             f"{path}: no latency model for this architecture on {target} at {threads} thread(s), batch {batch}"
             f"{stale}; build one with: edgekd calibrate MODEL --target {target} --threads {threads}"
         )
-    p50 = found.model.predict_layers(layers)
+    p50 = expected_ms(found.model, found.model.predict_layers(layers))
     return Prediction(str(path), target, threads, batch, p50, str(found.path), found.model.error, len(layers))
 
 
@@ -79,7 +84,7 @@ def predicted_p50(path: Path, profile: Any, cache: str | None = None) -> float |
     found = lookup(key, cache_dir(cache))
     if found.model is None or len(found.model.layers) != len(layers):
         return None
-    return found.model.predict_layers(layers)
+    return expected_ms(found.model, found.model.predict_layers(layers))
 
 
 def attach_predictions(

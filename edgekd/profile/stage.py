@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from edgekd.context import RunContext, Stage, Upstream, section
+from edgekd.errors import EdgekdError
 from edgekd.profile.measure import profile_files
 from edgekd.results import Artifact, BudgetCheck, ExportResult, ProfileResult, PruneResult, to_dict
 from edgekd.rundir import STUDENT_ONNX
@@ -28,7 +29,30 @@ def run(ctx: RunContext, upstream: Upstream) -> ProfileResult:
     exported = upstream.get(ExportResult).artifacts
     profiles = profile_files({a.name: ctx.run.file(a.path) for a in _timed(exported)}, ctx.recipe.profile)
     artifacts = tuple(dataclasses.replace(a, profiles=tuple(profiles.get(a.name, ()))) for a in exported)
-    return ProfileResult(artifacts, check_budget(upstream.find(PruneResult), artifacts))
+    prune = upstream.find(PruneResult)
+    check = check_budget(prune, artifacts)
+    if check is not None and not check.met and prune is not None and prune.latency is not None:
+        check = dataclasses.replace(check, model_updated=_update_model(ctx, prune.latency.cache_file, check))
+    return ProfileResult(artifacts, check)
+
+
+def _update_model(ctx: RunContext, cache_file: str, check: BudgetCheck) -> bool:
+    """Record the missed student's measurement in its latency model (:mod:`edgekd.latency.feedback`).
+
+    The next allocation against that model (``prune.latency.refine``, or the next run) aims lower near this
+    student. ``False`` when the file cannot take it (removed, or another architecture's layers).
+    """
+    from edgekd.latency.feedback import record_measurement
+    from edgekd.latency.graph import read_layers
+    from edgekd.onnxfile import check_onnx_file
+
+    try:
+        layers = read_layers(check_onnx_file(ctx.run.file(STUDENT_ONNX)))
+        record_measurement(cache_file, layers, check.measured_ms)
+    except (OSError, ValueError, EdgekdError) as exc:
+        log.info("profile: the latency model was not updated (%s)", exc)
+        return False
+    return True
 
 
 def check_budget(prune: PruneResult | None, artifacts: tuple[Artifact, ...]) -> BudgetCheck | None:
@@ -65,7 +89,8 @@ def check_budget(prune: PruneResult | None, artifacts: tuple[Artifact, ...]) -> 
     if not check.met:
         log.warning(
             "profile: %s runs in %.3f ms on %s (%d thread(s)), %.0f%% over its %.3f ms latency budget, more "
-            "than the latency model's %.0f%% error; prune again with a lower prune.latency.p50_ms",
+            "than the latency model's %.0f%% error; the model is updated with this measurement (re-prune with "
+            "prune.latency.refine: true, or a lower prune.latency.p50_ms)",
             STUDENT_ONNX,
             measured,
             budget.target,

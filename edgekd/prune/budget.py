@@ -180,11 +180,13 @@ class CountCost:
 
 
 class LatencyCost:
-    """Predicted p50 (ms) from a target's latency model: ``alpha * sum(layer terms) + beta``.
+    """Predicted p50 (ms) from a target's latency model: the sum of its layers' costs plus ``beta``.
 
     Each recorded conv/linear layer is matched to its ONNX layer (:func:`match_onnx_layers`); layers the
     export does not have (norms: folded into the convs) cost nothing, and ONNX layers no module matched are
-    a constant at their unpruned widths. Layer terms are memoised: the greedy asks the same widths often.
+    a constant at their unpruned widths. A layer's cost (:meth:`~edgekd.latency.LatencyModel.layer_cost`) is its
+    scaled term plus the reorders a width off the SIMD block costs around it, so the allocator sees that a
+    misaligned width is slow. Layer costs are memoised: the greedy asks the same widths often.
     """
 
     name = "latency"
@@ -203,7 +205,7 @@ class LatencyCost:
                 ", ".join(lost[:3]),
             )
         self.constant = sum(
-            model.layer_ms(j, spec.cin, spec.cout)  # type: ignore[attr-defined]
+            model.layer_cost(j, spec.cin, spec.cout)  # type: ignore[attr-defined]
             for j, spec in enumerate(model.layers)  # type: ignore[attr-defined]
             if j not in matched
         )
@@ -215,14 +217,14 @@ class LatencyCost:
             return 0.0
         key = (j, cin, cout)
         if key not in self._memo:
-            self._memo[key] = self.model.layer_ms(j, cin, cout)  # type: ignore[attr-defined]
+            self._memo[key] = self.model.layer_cost(j, cin, cout)  # type: ignore[attr-defined]
         return self._memo[key]
 
     def total(self, layer_sum: float) -> float:
-        return self.model.alpha * (layer_sum + self.constant) + self.model.beta  # type: ignore[attr-defined]
+        return layer_sum + self.constant + self.model.beta  # type: ignore[attr-defined]
 
     def layer_sum_for(self, total: float) -> float:
-        return (total - self.model.beta) / self.model.alpha - self.constant  # type: ignore[attr-defined]
+        return total - self.model.beta - self.constant  # type: ignore[attr-defined]
 
 
 def _signature(kind: str, cin: int, cout: int, kernel: int, area: int) -> tuple:

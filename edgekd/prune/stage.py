@@ -65,6 +65,8 @@ def _prune_by_cost(ctx: RunContext, upstream: Upstream, source: nn.Module) -> tu
     if cfg.target != "latency":
         student, result, _ = allocator.prune()
         return student, result
+    from edgekd.latency.feedback import aim_for, expected_ms
+
     model, cache_file = _latency_model(ctx, upstream)
     teacher_predicted = model.predict([(layer.cin, layer.cout) for layer in model.layers])
     teacher_ms = float(model.fit.get("teacher_ms") or teacher_predicted)
@@ -74,9 +76,9 @@ def _prune_by_cost(ctx: RunContext, upstream: Upstream, source: nn.Module) -> tu
             f"prune.latency.p50_ms: {budget_ms:g} ms is not below the teacher's {teacher_ms:.3g} ms on "
             f"{cfg.latency.target}; nothing to prune (lower it, or use prune.reduction)"
         )
-    # The model's bias at the teacher (measured vs predicted) is assumed to hold for the student: aim the
-    # prediction at the budget scaled by it, so a model 5% optimistic on the teacher does not miss by 5%.
-    goal = LatencyGoal(model, budget_ms * teacher_predicted / teacher_ms)
+    # The model's bias at the teacher (measured vs predicted), and at every student measured on the target
+    # since, is assumed to hold near them: aim the raw prediction where the expected measurement is the budget.
+    goal = LatencyGoal(model, aim_for(model, budget_ms))
     student, result, spent = allocator.prune(goal)
     predicted = spent.reached_total
     log.info(
@@ -84,7 +86,7 @@ def _prune_by_cost(ctx: RunContext, upstream: Upstream, source: nn.Module) -> tu
         budget_ms,
         cfg.latency.target,
         cfg.latency.threads,
-        predicted * teacher_ms / teacher_predicted,
+        expected_ms(model, predicted),
         teacher_ms,
     )
     budget = LatencyBudget(

@@ -71,7 +71,11 @@ class LatencyTargetConfig(Section):
     Recipe::
 
         prune: {target: latency, reduction: 0.5, latency: {target: local, threads: 1}}
-        prune: {target: latency, latency: {target: pi5, threads: 4, p50_ms: 8.0}}
+        prune: {target: latency, latency: {target: pi5, threads: 4, p50_ms: 8.0, refine: true}}
+
+    The student is profiled on ``target`` at ``threads`` (both must be in ``profile.targets`` and
+    ``profile.threads``); a miss beyond the model's error is recorded in the model, and ``refine: true``
+    re-prunes once against the corrected model (NetAdapt's measure-and-adjust loop, one step).
     """
 
     target: str = Field(
@@ -83,6 +87,11 @@ class LatencyTargetConfig(Section):
     )
     quick: bool = Field(
         False, description="Calibrate with the coarse grid (seconds instead of minutes, larger error)."
+    )
+    refine: bool = Field(
+        False,
+        description="When the shipped student misses the budget by more than the latency model's error, "
+        "update the model with its measurement and prune, distil, export and profile once more.",
     )
 
 

@@ -328,6 +328,12 @@ class ExportConfig(Section):
     fp16: Fp16Config | None = Field(
         None, description="Also ship student.fp16.onnx: true, false, or settings (see Fp16Config)."
     )
+    precision_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="With int8/fp16: the report recommends, per target, the fastest student file whose "
+        "primary metric is at most this much (relative: 0.01 = 1%) worse than the FP32 student's.",
+    )
 
     _precisions = field_validator("int8", "fp16", mode="before")(_enabled_section)
 
@@ -466,6 +472,20 @@ class Recipe(Section):
             raise ValueError(
                 f"gates.max_latency_ms.target '{latency.target}' is not in profile.targets "
                 f"({', '.join(self.profile.targets)})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _refine_needs_its_profile(self) -> Recipe:
+        """``prune.latency.refine`` re-prunes on the student's measured p50: it must be measured."""
+        latency = self.prune.latency
+        if self.prune.target != "latency" or not latency.refine:
+            return self
+        if latency.target not in self.profile.targets or latency.threads not in self.profile.threads:
+            raise ValueError(
+                f"prune.latency.refine needs the student timed on {latency.target} at {latency.threads} "
+                f"thread(s): add them to profile.targets ({', '.join(self.profile.targets)}) and "
+                f"profile.threads ({', '.join(map(str, self.profile.threads))})"
             )
         return self
 

@@ -54,6 +54,8 @@ class ReportInputs:
         student_artifact_name: Artifact holding the FP32 student's ORT metrics and profiles.
         parity: The automatic parity checks of the shipped files (``gates[]`` entries of kind ``parity``).
         input: How to feed the shipped student file (report.json ``input``), or ``None`` when unknown.
+        precision: The recommended precision per profiled setting (:mod:`edgekd.report.precision`), or
+            ``None`` when only the FP32 student was shipped.
     """
 
     recipe: dict[str, Any]
@@ -69,6 +71,7 @@ class ReportInputs:
     student_artifact_name: str = STUDENT_ONNX
     parity: Sequence[Gate] = ()
     input: InputSpec | None = None
+    precision: list[dict[str, Any]] | None = None
 
 
 def build_report(inputs: ReportInputs) -> dict[str, Any]:
@@ -125,6 +128,7 @@ def build_report(inputs: ReportInputs) -> dict[str, Any]:
         "speedup": speedup_table(artifacts, teacher_art, teacher.macs, student.macs),
         "notes": notes,
         "input": inputs.input.as_report() if inputs.input is not None else None,
+        "precision": inputs.precision,
     }
     return report
 

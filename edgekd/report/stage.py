@@ -18,6 +18,7 @@ from edgekd.latency.predict import attach_predictions
 from edgekd.report.build import ReportInputs, build_report
 from edgekd.report.deploy import InputSpec, describe_input
 from edgekd.report.gates import evaluate_gates, parity_gates
+from edgekd.report.precision import MetricRule, recommend_precision
 from edgekd.report.render import write_reports
 from edgekd.results import DistillResult, ProfileResult, PruneResult, ReportResult, TeacherResult
 from edgekd.rundir import RunDir
@@ -45,6 +46,7 @@ def run(ctx: RunContext, upstream: Upstream) -> ReportResult:
             stages=dict(upstream.stages),
             parity=parity,
             input=shipped_input(ctx),
+            precision=recommend_precision(artifacts, precision_rule(ctx)),
         )
     )
     report["reproducibility"] = reproducibility(ctx, upstream.stages)
@@ -62,6 +64,12 @@ def inputs(ctx: RunContext, upstream: Upstream) -> dict[str, Any]:
 
 
 STAGE = Stage(name="report", result=ReportResult, run=run, inputs=inputs, resumable=False)
+
+
+def precision_rule(ctx: RunContext) -> MetricRule:
+    """The task's primary metric, its direction and ``export.precision_tolerance``."""
+    task = ctx.task
+    return MetricRule(task.primary_metric, task.higher_is_better, ctx.recipe.export.precision_tolerance)
 
 
 def shipped_input(ctx: RunContext) -> InputSpec | None:

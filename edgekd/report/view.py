@@ -42,7 +42,8 @@ def primary_metric(report: dict[str, Any]) -> str | None:
 
 def build_view(report: dict[str, Any]) -> dict[str, Any]:
     """Template context for report.md.j2 / report.html.j2 (plots are added by the caller)."""
-    from edgekd.report.devices import devices_table, operators_table  # imports Table from here
+    from edgekd.report.budget_view import budget_summary, precision_table  # these import Table from here
+    from edgekd.report.devices import devices_table, operators_table
 
     recipe = report.get("recipe", {})
     model_name = recipe.get("teacher", {}).get("model", {}).get("name", "teacher")
@@ -59,6 +60,8 @@ def build_view(report: dict[str, Any]) -> dict[str, Any]:
         "devices": devices_table(report),
         "operators": operators_table(report),
         "pruning_summary": _pruning_summary(report.get("pruning")),
+        "budget_summary": budget_summary(report),
+        "precision": precision_table(report),
         "layers": _layers(report.get("pruning")),
         "distill_summary": _with_data_free(_distill_summary(report.get("distillation"), report), report),
         "history": _history(report.get("distillation")),

@@ -28,10 +28,11 @@ from edgekd.errors import InputError
 from edgekd.io import remove_stale_temporaries, write_text
 from edgekd.recipe import Recipe, dump_recipe
 from edgekd.report.gates import raise_if_failed
-from edgekd.results import ReportResult, from_dict, to_dict
+from edgekd.results import BudgetCheck, ReportResult, from_dict, to_dict
 from edgekd.run.log import open_run, run_log, stage_clock
 from edgekd.run.prepare import prepare
 from edgekd.run.ranks import follow, serving, serving_ranks, share_distill_job
+from edgekd.run.refine import FIRST_STAGE, LAST_STAGE, REPRUNE_STAGE, missed_budget, refine_entry
 from edgekd.run.resume import RunState, hash_inputs
 from edgekd.rundir import REPORT_JSON, REPORT_MD
 
@@ -113,13 +114,40 @@ class _Walk:
     resuming: bool
 
     def through(self, ctx: RunContext, upstream: Upstream, stages: tuple[Stage, ...]) -> Upstream:
-        chained = None
-        for stage in stages:
-            if not stage.applies(ctx.recipe):
+        """Run ``stages`` in order; with ``prune.latency.refine`` a missed budget walks calibrate..profile again.
+
+        A refinement whose prune cannot reach the budget on the corrected model keeps the first student (the
+        prune stage fails before writing anything); any other failure ends the run as usual.
+        """
+        chained: str | None = None
+        before: dict[str, str | None] = {}  # the chained hash each stage started from (a refinement restarts)
+        missed: list[BudgetCheck] = []
+        kept: tuple[Upstream, str | None] | None = None  # the walk before a refinement round
+        names = [stage.name for stage in stages]
+        i = 0
+        while i < len(stages):
+            stage = stages[i]
+            before[stage.name] = chained
+            if stage.applies(ctx.recipe):
+                try:
+                    with stage_clock(stage.name) as entry:
+                        result, chained = self.stage(ctx, upstream, stage, chained, entry)
+                except InputError as exc:
+                    if kept is None or stage.name != REPRUNE_STAGE:
+                        raise
+                    log.warning("refine: %s; the first student is kept", exc)
+                    (upstream, chained), i = kept, names.index(LAST_STAGE) + 1
+                    upstream = upstream.plus("refine", tuple(missed), refine_entry(missed, str(exc)))
+                    continue
+                upstream = upstream.plus(stage.name, result, entry)
+            check = missed_budget(ctx.recipe, upstream, len(missed)) if stage.name == LAST_STAGE else None
+            if check is not None and FIRST_STAGE in before:
+                missed.append(check)
+                kept = (upstream, chained)
+                upstream = upstream.plus("refine", tuple(missed), refine_entry(missed))
+                i, chained = names.index(FIRST_STAGE), before[FIRST_STAGE]
                 continue
-            with stage_clock(stage.name) as entry:
-                result, chained = self.stage(ctx, upstream, stage, chained, entry)
-            upstream = upstream.plus(stage.name, result, entry)
+            i += 1
         return upstream
 
     def stage(
