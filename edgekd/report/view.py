@@ -43,6 +43,13 @@ def primary_metric(report: dict[str, Any]) -> str | None:
 def build_view(report: dict[str, Any]) -> dict[str, Any]:
     """Template context for report.md.j2 / report.html.j2 (plots are added by the caller)."""
     from edgekd.report.budget_view import budget_summary, precision_table  # these import Table from here
+    from edgekd.report.compress_view import (
+        distill_summary,
+        history_table,
+        layers_table,
+        pruning_summary,
+        with_data_free,
+    )
     from edgekd.report.devices import devices_table, operators_table
 
     recipe = report.get("recipe", {})
@@ -59,12 +66,12 @@ def build_view(report: dict[str, Any]) -> dict[str, Any]:
         "speedup": _speedup(report),
         "devices": devices_table(report),
         "operators": operators_table(report),
-        "pruning_summary": _pruning_summary(report.get("pruning")),
+        "pruning_summary": pruning_summary(report.get("pruning")),
         "budget_summary": budget_summary(report),
         "precision": precision_table(report),
-        "layers": _layers(report.get("pruning")),
-        "distill_summary": _with_data_free(_distill_summary(report.get("distillation"), report), report),
-        "history": _history(report.get("distillation")),
+        "layers": layers_table(report.get("pruning")),
+        "distill_summary": with_data_free(distill_summary(report.get("distillation"), report), report),
+        "history": history_table(report.get("distillation")),
         "stages": _stages(report["stages"]),
         "slowest": slowest,
         "gates": _gates(deploy_gates(report["gates"])),
@@ -259,104 +266,6 @@ def _speedup(report: dict[str, Any]) -> Table:
         for r in report.get("speedup") or []
     ]
     return Table(headers, rows, [False, False] + [True] * 5)
-
-
-def _pruning_summary(pruning: dict[str, Any] | None) -> str | None:
-    if not pruning:
-        return None
-    goal = f"{pruning['reduction_goal'] * 100:.0f} % of {pruning['target']}"
-    achieved = (
-        f"MACs {fmt.signed(-pruning['macs_reduction'] * 100)} %, "
-        f"params {fmt.signed(-pruning['params_reduction'] * 100)} %"
-    )
-    rounding = f"; widths rounded to multiples of {pruning['round_to']}" if pruning.get("round_to") else ""
-    how = "per-group widths by importance per cost saved" if pruning.get("allocation") == "cost" else ""
-    steps = how or f"in {pruning['steps']} steps"
-    budget = pruning.get("latency")
-    if budget:  # prune.target: latency
-        achieved += (
-            f"; latency budget {budget['budget_ms']:.3g} ms on {budget['target']} ({budget['threads']} "
-            f"thread(s)), predicted {budget['predicted_ms']:.3g} ms"
-        )
-    return (
-        f"Importance {pruning['importance']}, goal: remove {goal}, {steps} "
-        f"({fmt.seconds(pruning.get('seconds'))}){rounding}. Achieved: {achieved}."
-    )
-
-
-def _layers(pruning: dict[str, Any] | None) -> Table | None:
-    if not pruning or not pruning.get("layers"):
-        return None
-    rows = [
-        [
-            layer["name"],
-            layer["kind"],
-            str(layer["before"]),
-            str(layer["after"]),
-            fmt.pct(layer["after"] / layer["before"] if layer["before"] else 1.0, 0),
-        ]
-        for layer in pruning["layers"]
-    ]
-    return Table(["Layer", "Kind", "Before", "After", "Kept"], rows, [False, False, True, True, True])
-
-
-def _distill_summary(distill: dict[str, Any] | None, report: dict[str, Any]) -> str | None:
-    if not distill:
-        return None
-    name = primary_metric(report)
-    best = distill["metrics"].get(name) if name else None
-    if best is None:  # no validation split: nothing was selected
-        return (
-            f"{distill['epochs']} epochs in {fmt.seconds(distill.get('seconds'))}; "
-            f"kept the last epoch ({distill['best_epoch']}): no validation split to select on."
-        )
-    return (
-        f"{distill['epochs']} epochs in {fmt.seconds(distill.get('seconds'))}; kept the weights of epoch "
-        f"{distill['best_epoch']}, selected on the validation split ({name} {fmt.metric(name, best)} in "
-        "PyTorch); the test split was not looked at until the end."
-    )
-
-
-def _with_data_free(summary: str | None, report: dict[str, Any]) -> str | None:
-    """The distillation summary, led by what replaced the training images when none were used."""
-    free = report["stages"].get("distill", {}).get("data_free")
-    if not free:
-        return summary
-    lead = (
-        f"No training images used: {free['method']} synthesised {free['synthetic_samples']} samples in "
-        f"{fmt.seconds(free['seconds'])} (the eval split is real)."
-    )
-    return f"{lead} {summary}" if summary else lead
-
-
-def _history(distill: dict[str, Any] | None) -> Table | None:
-    if not distill or not distill.get("history"):
-        return None
-    history = distill["history"]
-    terms = list(dict.fromkeys(t for e in history for t in e.get("loss_terms", {})))
-    metrics = list(dict.fromkeys(m for e in history for m in e.get("metrics", {})))
-    rows = []
-    for e in history:
-        epoch = f"{e['epoch']} (best)" if e["epoch"] == distill.get("best_epoch") else str(e["epoch"])
-        rows.append(
-            [
-                epoch,
-                f"{e['train_loss']:.4f}",
-                *[f"{e['loss_terms'][t]:.4f}" if t in e.get("loss_terms", {}) else "–" for t in terms],
-                *[fmt.metric(m, e.get("metrics", {}).get(m)) for m in metrics],
-                f"{e['lr']:.3g}",
-                fmt.seconds(e["seconds"]),
-            ]
-        )
-    headers = [
-        "Epoch",
-        "Train loss",
-        *[f"loss: {t}" for t in terms],
-        *[f"val {m}" for m in metrics],
-        "LR",
-        "Time",
-    ]
-    return Table(headers, rows)
 
 
 def _slowest_stage(stages: dict[str, Any]) -> str | None:
