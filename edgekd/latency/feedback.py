@@ -61,11 +61,13 @@ def anchors(model: LatencyModel) -> list[Anchor]:
 
 def bias_at(model: LatencyModel, predicted_ms: float) -> float:
     """``measured / predicted`` expected at a raw prediction: interpolated between anchors, 1 without any."""
-    points = anchors(model)
+    return _interpolate(anchors(model), predicted_ms)
+
+
+def _interpolate(points: Sequence[Anchor], predicted_ms: float) -> float:
     if not points:
         return 1.0
-    xs = [a.predicted_ms for a in points]
-    i = bisect.bisect_left(xs, predicted_ms)
+    i = bisect.bisect_left([a.predicted_ms for a in points], predicted_ms)
     if i == 0:
         return points[0].bias
     if i == len(points):
@@ -84,14 +86,16 @@ def expected_ms(model: LatencyModel, predicted_ms: float) -> float:
 def aim_for(model: LatencyModel, budget_ms: float) -> float:
     """The raw prediction whose expected measurement is ``budget_ms`` (what the allocator must reach).
 
-    Solved by bisection on ``expected_ms``, which rises with the prediction wherever the bias does not fall
+    Solved by bisection on ``p * bias(p)``, which rises with the prediction wherever the bias does not fall
     faster than the prediction grows (true for any two anchors within a factor of two of each other's bias).
+    The anchors are read once: each reads the whole model's prediction for the teacher.
     """
-    biases = [a.bias for a in anchors(model)] or [1.0]
-    lo, hi = 0.0, 2.0 * budget_ms / max(min(biases), 1e-6)  # expected_ms(hi) >= 2 * budget_ms
+    points = anchors(model)
+    biases = [a.bias for a in points] or [1.0]
+    lo, hi = 0.0, 2.0 * budget_ms / max(min(biases), 1e-6)  # hi * bias(hi) >= 2 * budget_ms
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if expected_ms(model, mid) > budget_ms:
+        if mid * _interpolate(points, mid) > budget_ms:
             hi = mid
         else:
             lo = mid
