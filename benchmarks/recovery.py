@@ -8,7 +8,9 @@ the validation split only. The hand loop (``benchmarks/baseline_raw.py``) keeps 
     python benchmarks/recovery.py --seeds 0 1 2 --epochs 5 --out benchmarks/results/recovery
     python benchmarks/recovery.py --quick      # 1 seed, 1 epoch on 3k images: checks that every arm runs
 
-Arms (each isolates one ingredient against ``val_selected``, edgekd's quickstart recipe at this budget):
+Arms: ``recommended`` (``recipes/recommended/``, tuned on the validation split by
+``benchmarks/tune_recovery.py``), and each isolating one ingredient against ``val_selected``, edgekd's quickstart
+recipe at this budget:
 ``last_epoch`` (no validation split: all 60k train, last epoch kept), ``val_selected``, ``sparse`` (1 epoch of
 group-sparse training, then ``epochs - 1`` of distillation), ``progressive`` (3 steps with 1 epoch of KD after
 each of the first two, then ``epochs - 2``), ``ce_only`` (the loss choice: no KD term), and ``hand_ce`` /
@@ -32,27 +34,40 @@ from benchmarks._compress import artifact, compress_report  # noqa: E402
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 
 
-def edgekd_arms(epochs: int) -> dict[str, list[str]]:
-    """``--set`` overrides of each edgekd arm, on top of the quickstart recipe at ``epochs`` of budget."""
+RECOMMENDED = REPO / "recipes" / "recommended"
+
+
+def edgekd_arms(epochs: int, reduction: float) -> dict[str, tuple[Path, list[str]]]:
+    """Each edgekd arm's recipe and ``--set`` overrides at ``epochs`` of budget.
+
+    ``recommended`` is the recipe the validation study chose (``recipes/recommended/``, at its own budget);
+    the others are the quickstart recipe with one ingredient changed.
+    """
+    tuned = RECOMMENDED / f"fmnist_resnet20_r{round(100 * reduction)}.yaml"
     return {
-        "last_epoch": ["data.val=0", f"distill.epochs={epochs}"],
-        "val_selected": [f"distill.epochs={epochs}"],
-        "sparse": ["prune.sparsity.epochs=1", f"distill.epochs={epochs - 1}"],
-        "progressive": [
-            "prune.schedule=progressive",
-            "prune.progressive.steps=3",
-            "prune.progressive.epochs=1",
-            f"distill.epochs={epochs - 2}",
-        ],
-        "ce_only": [f"distill.epochs={epochs}", "distill.losses=[{name: ce}]"],
+        "recommended": (tuned, []),
+        "last_epoch": (QUICKSTART, ["data.val=0", f"distill.epochs={epochs}"]),
+        "val_selected": (QUICKSTART, [f"distill.epochs={epochs}"]),
+        "sparse": (QUICKSTART, ["prune.sparsity.epochs=1", f"distill.epochs={epochs - 1}"]),
+        "progressive": (
+            QUICKSTART,
+            [
+                "prune.schedule=progressive",
+                "prune.progressive.steps=3",
+                "prune.progressive.epochs=1",
+                f"distill.epochs={epochs - 2}",
+            ],
+        ),
+        "ce_only": (QUICKSTART, [f"distill.epochs={epochs}", "distill.losses=[{name: ce}]"]),
     }
 
 
-def run_edgekd(arm: str, overrides: list[str], seed: int, args: argparse.Namespace) -> dict:
+def run_edgekd(arm: str, recipe: tuple[Path, list[str]], seed: int, args: argparse.Namespace) -> dict:
+    path, overrides = recipe
     common = [f"seed={seed}", f"prune.reduction={args.reduction}", f"data.train_limit={args.train_limit}"]
     common += ["profile.threads=[1]", "profile.time_budget_s=0.5"]
     started = time.perf_counter()
-    report = compress_report(QUICKSTART, args.out / f"{arm}-seed{seed}", [*common, *overrides])
+    report = compress_report(path, args.out / f"{arm}-seed{seed}", [*common, *overrides])
     student, teacher = artifact(report, "student.onnx"), artifact(report, "teacher.onnx")
     return {
         "arm": arm,
@@ -105,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.epochs, args.train_limit = [0], 3, "3000"
-    arms = edgekd_arms(args.epochs)
+    arms = edgekd_arms(args.epochs, args.reduction)
     chosen = args.arms or [*arms, "hand_ce", "hand_kd"]
     rows_path = args.out / "rows.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
