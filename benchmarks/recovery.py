@@ -94,16 +94,21 @@ def run_hand(loss: str, seed: int, args: argparse.Namespace) -> dict:
 
 def summarise(rows: list[dict]) -> str:
     """A Markdown table: mean ± std of test accuracy per arm and the drop from the teacher."""
-    lines = ["| arm | seeds | test accuracy (ORT) | vs teacher | MACs cut |", "|---|---|---|---|---|"]
+    lines = [
+        "| arm | seeds | test accuracy (edgekd: ORT; hand: PyTorch) | vs teacher | per seed | MACs cut |",
+        "|---|---|---|---|---|---|",
+    ]
     for arm in dict.fromkeys(r["arm"] for r in rows):
-        accs = [r["test_accuracy"] for r in rows if r["arm"] == arm]
+        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["seed"])
+        accs = [r["test_accuracy"] for r in mine]
+        per_seed = " / ".join(f"{100 * r['test_accuracy']:.2f} (s{r['seed']})" for r in mine)
         teacher = rows[0]["teacher_accuracy"]
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
         mean = statistics.mean(accs)
         cut = statistics.mean(r["macs_reduction"] for r in rows if r["arm"] == arm)
         lines.append(
             f"| {arm} | {len(accs)} | {100 * mean:.2f} ± {100 * spread:.2f} % | "
-            f"{100 * (mean - teacher):+.2f} pt | {100 * cut:.1f} % |"
+            f"{100 * (mean - teacher):+.2f} pt | {per_seed} | {100 * cut:.1f} % |"
         )
     return "\n".join(lines)
 
@@ -117,7 +122,12 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=None, help="subset of arms to run")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "recovery")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs on 3k images")
+    parser.add_argument("--summarise", action="store_true", help="only print the table of OUT/rows.jsonl")
     args = parser.parse_args()
+    if args.summarise:
+        rows = [json.loads(line) for line in (args.out / "rows.jsonl").read_text().splitlines()]
+        print(summarise([r for r in rows if r["arm"] in (args.arms or {r["arm"] for r in rows})]))
+        return
     if args.quick:
         args.seeds, args.epochs, args.train_limit = [0], 3, "3000"
     arms = edgekd_arms(args.epochs, args.reduction)

@@ -20,6 +20,20 @@ QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 TEACHER = REPO / "recipes" / "teachers" / "fmnist_resnet20.pt"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n 2``), one torch thread per worker.
+
+    Why: each worker is meant to own a core. Two workers with torch's default of one thread per core run four
+    threads on two cores, and OpenMP's spinning threads then cost more than the second worker gains (measured:
+    the suite took as long on two such workers as serially). The CLI subprocesses already run on one thread.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 EDGEKD = (sys.executable, "-m", "edgekd")  # the entry point, as `cli`'s default launcher runs it
 
 

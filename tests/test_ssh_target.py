@@ -100,6 +100,14 @@ class Server:
         return config
 
 
+def device_tmp(root: Path) -> Path:
+    """The device's temp dir: sessions of this sshd get it as TMPDIR (``SetEnv``), so the remote temp dirs a
+    test sees are its own server's, not those of another test process or user on this machine."""
+    path = root / "device-tmp"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def _start_sshd(
     binary: str, root: Path, host_key: Path, name: str, sftp: bool
 ) -> tuple[subprocess.Popen, int]:
@@ -113,7 +121,7 @@ def _start_sshd(
             f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
             f"PidFile {root / name}.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-            + ("Subsystem sftp internal-sftp\n" if sftp else "")
+            f"SetEnv TMPDIR={device_tmp(root)}\n" + ("Subsystem sftp internal-sftp\n" if sftp else "")
         )
         log = root / f"{name}.log"
         with open(log, "wb") as sink:
@@ -197,10 +205,9 @@ def _wrapper(root: Path, name: str, body: str) -> Path:
     return path
 
 
-def _remote_dirs() -> set[str]:
-    """The ssh target's remote temp dirs on this machine (the 'device')."""
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    return {p.name for p in tmp.glob("edgekd.*") if p.is_dir()}
+def _remote_dirs(server: Server) -> set[str]:
+    """The ssh target's remote temp dirs on the 'device' (this machine, under the server's TMPDIR)."""
+    return {p.name for p in device_tmp(server.root).glob("edgekd.*") if p.is_dir()}
 
 
 # ------------------------------------------------------------------------------------------- end to end
@@ -210,7 +217,7 @@ def test_named_target_profiles_a_real_model_on_the_device(sshd, model_onnx, tmp_
     lines = "\n".join(f"    {k}: {v!r}" if isinstance(v, str) else f"    {k}: {v}" for k, v in fields.items())
     targets.write_text(f"targets:\n  bench:\n{lines}\n")
     monkeypatch.setenv("EDGEKD_TARGETS", str(targets))
-    before = _remote_dirs()
+    before = _remote_dirs(sshd)
 
     target = resolve_target("bench")
     assert isinstance(target, SSHTarget) and target.threads == [1]
@@ -227,7 +234,28 @@ def test_named_target_profiles_a_real_model_on_the_device(sshd, model_onnx, tmp_
     assert ssh["destination"] == f"{sshd.user}@127.0.0.1:{sshd.port}" and ssh["notes"].startswith("loopback")
     assert ssh["python"] and profile.device["cpu"] and profile.device["logical_cores"] >= 1
     assert answer["model"] == str(model_onnx.resolve())
-    assert _remote_dirs() == before, "the remote temp dir must be removed"
+    assert _remote_dirs(sshd) == before, "the remote temp dir must be removed"
+
+
+def test_device_sessions_get_the_server_s_own_temp_dir(sshd):
+    """What makes the cleanup checks meaningful: the probe's ``mktemp`` lands where ``_remote_dirs`` looks."""
+    login = [
+        "-F",
+        str(sshd.ssh_config),
+        "-i",
+        str(sshd.user_key),
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        str(sshd.port),
+    ]
+    proc = subprocess.run(
+        ["ssh", *login, f"{sshd.user}@127.0.0.1", 'echo "$TMPDIR"'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.strip() == str(device_tmp(sshd.root)), proc.stderr
 
 
 def test_ssh_url_with_query_fields_and_an_unsafe_file_name(sshd, model_onnx, tmp_path):
@@ -294,10 +322,10 @@ def test_probe_killed_on_the_device_is_reported_and_cleaned_up(sshd, model_onnx,
         tmp_path, "dying-python", f'[ "$1" = probe.py ] && kill -KILL $$\nexec {sys.executable} "$@"'
     )
     target = SSHTarget(validate_spec(sshd.spec_fields(python=str(dying)), "t"), name="t")
-    before = _remote_dirs()
+    before = _remote_dirs(sshd)
     with pytest.raises(EdgekdError, match=r"profiling probe on t failed \(killed by SIGKILL\)"):
         target.run_probe(model_onnx, FAST)
-    assert _remote_dirs() == before
+    assert _remote_dirs(sshd) == before
 
 
 def test_probe_error_on_the_device_is_one_line(sshd, tmp_path):
@@ -312,12 +340,12 @@ def test_probe_error_on_the_device_is_one_line(sshd, tmp_path):
 
 def test_device_side_timeout_stops_the_probe(sshd, model_onnx):
     target = SSHTarget(validate_spec(sshd.spec_fields(), "t"), name="t")
-    before = _remote_dirs()
+    before = _remote_dirs(sshd)
     with pytest.raises(
         EdgekdError, match=r"timed out after 1 s measuring resnet20\.onnx; raise profile\.timeout_s"
     ):
         target.run_probe(model_onnx, ProbeSettings(threads=1, warmup=0, runs=10**7, timeout_s=1))
-    assert _remote_dirs() == before
+    assert _remote_dirs(sshd) == before
 
 
 # ------------------------------------------------------------------------------------- transfers without SFTP
@@ -340,7 +368,7 @@ def test_a_device_without_sftp_profiles_end_to_end(sshd_no_sftp, model_onnx):
         timeout=60,
     )
     assert scp.returncode != 0 and "connection closed" in scp.stderr.lower(), "the server must lack SFTP"
-    before = _remote_dirs()
+    before = _remote_dirs(sshd_no_sftp)
 
     url = sshd_no_sftp.url()
     cfg = ProfileConfig(targets=[url], threads=[1], runs=5, warmup=1, op_profile=False)
@@ -349,7 +377,7 @@ def test_a_device_without_sftp_profiles_end_to_end(sshd_no_sftp, model_onnx):
     assert profile.target == url and profile.runs == 5 and profile.latency_ms.p50 > 0
     assert profile.device["ssh"]["destination"] == f"{sshd_no_sftp.user}@127.0.0.1:{sshd_no_sftp.port}"
     assert profile.device["measurement"]["baseline_rss_mb"] > 0  # the baseline ran there too
-    assert _remote_dirs() == before
+    assert _remote_dirs(sshd_no_sftp) == before
 
 
 @pytest.mark.parametrize(
@@ -372,10 +400,10 @@ def test_a_failed_copy_names_the_file_and_the_transfer(sshd, tmp_path, receiver,
         tmp_path, "python", f'case "$2" in *sha256*) {receiver};; esac\nexec {sys.executable} "$@"'
     )
     target = SSHTarget(validate_spec(sshd.spec_fields(python=str(python)), "t"), name="t")
-    before = _remote_dirs()
+    before = _remote_dirs(sshd)
     with pytest.raises(EdgekdError, match=rf"^target t: {expected}"):
         target.baseline()
-    assert _remote_dirs() == before, "the remote temp dir must be removed after a failed copy"
+    assert _remote_dirs(sshd) == before, "the remote temp dir must be removed after a failed copy"
 
 
 # ------------------------------------------------------------------------------- names, URLs, targets.yaml
