@@ -8,9 +8,9 @@ the validation split only. The hand loop (``benchmarks/baseline_raw.py``) keeps 
     python benchmarks/recovery.py --seeds 0 1 2 --epochs 5 --out benchmarks/results/recovery
     python benchmarks/recovery.py --quick      # 1 seed, 1 epoch on 3k images: checks that every arm runs
 
-Arms: ``recommended`` (``recipes/recommended/``, tuned on the validation split by
-``benchmarks/tune_recovery.py``), and each isolating one ingredient against ``val_selected``, edgekd's quickstart
-recipe at this budget:
+Arms: ``study_best`` (the best setting of the validation study, ``benchmarks/tune_recovery.py``), and each
+isolating one ingredient against ``val_selected``, edgekd's quickstart recipe at this budget (also the shipped
+``recipes/recommended/fmnist_resnet20_r75.yaml``):
 ``last_epoch`` (no validation split: all 60k train, last epoch kept), ``val_selected``, ``sparse`` (1 epoch of
 group-sparse training, then ``epochs - 1`` of distillation), ``progressive`` (3 steps with 1 epoch of KD after
 each of the first two, then ``epochs - 2``), ``ce_only`` (the loss choice: no KD term), and ``hand_ce`` /
@@ -34,18 +34,24 @@ from benchmarks._compress import artifact, compress_report  # noqa: E402
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 
 
-RECOMMENDED = REPO / "recipes" / "recommended"
+# The best trial of the validation study (benchmarks/tune_recovery.py, trial 4 of recovery-r75), at full scale.
+STUDY_BEST = [
+    "data.batch_size=64",
+    "distill.lr=0.0105",
+    "distill.weight_decay=0.000887",
+    "distill.losses=[{name: ce, weight: 0.085}, {name: kd, weight: 0.915, temperature: 1.0}, {name: at, weight: 500}]",
+    "prune.schedule=progressive",
+    "prune.progressive.steps=3",
+    "prune.progressive.epochs=1",
+]
 
 
-def edgekd_arms(epochs: int, reduction: float) -> dict[str, tuple[Path, list[str]]]:
-    """Each edgekd arm's recipe and ``--set`` overrides at ``epochs`` of budget.
-
-    ``recommended`` is the recipe the validation study chose (``recipes/recommended/``, at its own budget);
-    the others are the quickstart recipe with one ingredient changed.
-    """
-    tuned = RECOMMENDED / f"fmnist_resnet20_r{round(100 * reduction)}.yaml"
+def edgekd_arms(epochs: int) -> dict[str, tuple[Path, list[str]]]:
+    """Each edgekd arm's recipe and ``--set`` overrides at ``epochs`` of budget: the quickstart recipe with one
+    ingredient changed (``val_selected`` is it unchanged, which is also ``recipes/recommended/``'s -75% recipe),
+    or the study's best setting (``study_best``)."""
     return {
-        "recommended": (tuned, []),
+        "study_best": (QUICKSTART, [*STUDY_BEST, f"distill.epochs={epochs - 2}"]),
         "last_epoch": (QUICKSTART, ["data.val=0", f"distill.epochs={epochs}"]),
         "val_selected": (QUICKSTART, [f"distill.epochs={epochs}"]),
         "sparse": (QUICKSTART, ["prune.sparsity.epochs=1", f"distill.epochs={epochs - 1}"]),
@@ -130,7 +136,7 @@ def main() -> None:
         return
     if args.quick:
         args.seeds, args.epochs, args.train_limit = [0], 3, "3000"
-    arms = edgekd_arms(args.epochs, args.reduction)
+    arms = edgekd_arms(args.epochs)
     chosen = args.arms or [*arms, "hand_ce", "hand_kd"]
     rows_path = args.out / "rows.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
