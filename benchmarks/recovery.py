@@ -46,34 +46,30 @@ STUDY_BEST = [
 ]
 
 
-def edgekd_arms(epochs: int) -> dict[str, tuple[Path, list[str]]]:
-    """Each edgekd arm's recipe and ``--set`` overrides at ``epochs`` of budget: the quickstart recipe with one
-    ingredient changed (``val_selected`` is it unchanged, which is also ``recipes/recommended/``'s -75% recipe),
-    or the study's best setting (``study_best``)."""
+def edgekd_arms(epochs: int) -> dict[str, list[str]]:
+    """``--set`` overrides of each edgekd arm on top of the quickstart recipe at ``epochs`` of budget: one
+    ingredient changed (``val_selected`` changes none, and is also ``recipes/recommended/``'s -75% recipe), or
+    the study's best setting (``study_best``)."""
     return {
-        "study_best": (QUICKSTART, [*STUDY_BEST, f"distill.epochs={epochs - 2}"]),
-        "last_epoch": (QUICKSTART, ["data.val=0", f"distill.epochs={epochs}"]),
-        "val_selected": (QUICKSTART, [f"distill.epochs={epochs}"]),
-        "sparse": (QUICKSTART, ["prune.sparsity.epochs=1", f"distill.epochs={epochs - 1}"]),
-        "progressive": (
-            QUICKSTART,
-            [
-                "prune.schedule=progressive",
-                "prune.progressive.steps=3",
-                "prune.progressive.epochs=1",
-                f"distill.epochs={epochs - 2}",
-            ],
-        ),
-        "ce_only": (QUICKSTART, [f"distill.epochs={epochs}", "distill.losses=[{name: ce}]"]),
+        "study_best": [*STUDY_BEST, f"distill.epochs={epochs - 2}"],
+        "last_epoch": ["data.val=0", f"distill.epochs={epochs}"],
+        "val_selected": [f"distill.epochs={epochs}"],
+        "sparse": ["prune.sparsity.epochs=1", f"distill.epochs={epochs - 1}"],
+        "progressive": [
+            "prune.schedule=progressive",
+            "prune.progressive.steps=3",
+            "prune.progressive.epochs=1",
+            f"distill.epochs={epochs - 2}",
+        ],
+        "ce_only": [f"distill.epochs={epochs}", "distill.losses=[{name: ce}]"],
     }
 
 
-def run_edgekd(arm: str, recipe: tuple[Path, list[str]], seed: int, args: argparse.Namespace) -> dict:
-    path, overrides = recipe
+def run_edgekd(arm: str, overrides: list[str], seed: int, args: argparse.Namespace) -> dict:
     common = [f"seed={seed}", f"prune.reduction={args.reduction}", f"data.train_limit={args.train_limit}"]
     common += ["profile.threads=[1]", "profile.time_budget_s=0.5"]
     started = time.perf_counter()
-    report = compress_report(path, args.out / f"{arm}-seed{seed}", [*common, *overrides])
+    report = compress_report(QUICKSTART, args.out / f"{arm}-seed{seed}", [*common, *overrides])
     student, teacher = artifact(report, "student.onnx"), artifact(report, "teacher.onnx")
     return {
         "arm": arm,
@@ -132,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.summarise:
         rows = [json.loads(line) for line in (args.out / "rows.jsonl").read_text().splitlines()]
-        print(summarise([r for r in rows if r["arm"] in (args.arms or {r["arm"] for r in rows})]))
+        print(summarise([row for row in rows if not args.arms or row["arm"] in args.arms]))
         return
     if args.quick:
         args.seeds, args.epochs, args.train_limit = [0], 3, "3000"
