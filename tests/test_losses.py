@@ -23,7 +23,7 @@ from edgekd.errors import InputError
 from edgekd.models import build_model
 from edgekd.recipe.schema import LossSpec, ModelSpec
 from edgekd.tasks import get_task
-from tests.conftest import QUICKSTART, SMALL_RUN, TEACHER, cli, sets
+from tests.conftest import QUICKSTART, QUICKSTART_KD, SMALL_RUN, TEACHER, cli, sets
 
 TASK = get_task("classification")
 N, C = 6, 5  # batch, classes of the logit cases
@@ -475,7 +475,15 @@ def test_compress_with_ce_kd_and_fitnet_runs_end_to_end(tmp_path):
         " {name: fitnet, weight: 1.0, student: layer2, teacher: layer2}]"
     )
     proc = cli(
-        "compress", str(QUICKSTART), "--out", str(tmp_path / "run"), *SMALL_RUN, *JSON_REPORT, "--set", losses
+        "compress",
+        str(QUICKSTART),
+        "--out",
+        str(tmp_path / "run"),
+        *SMALL_RUN,
+        *QUICKSTART_KD,
+        *JSON_REPORT,
+        "--set",
+        losses,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -524,7 +532,17 @@ def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
         " losses: [{name: ce, weight: 0.5}, {name: multi_teacher, weight: 0.5}]}]"
     )
     out = tmp_path / "run"
-    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_RUN, *JSON_REPORT, "--set", phases)
+    proc = cli(
+        "compress",
+        str(QUICKSTART),
+        "--out",
+        str(out),
+        *SMALL_RUN,
+        *QUICKSTART_KD,
+        *JSON_REPORT,
+        "--set",
+        phases,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     history = report["distillation"]["history"]
@@ -535,7 +553,15 @@ def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
 
     bad = phases.replace("multi_teacher", "multi_teachr")
     proc = cli(
-        "compress", str(QUICKSTART), "--out", str(tmp_path / "bad"), *SMALL_RUN, *JSON_REPORT, "--set", bad
+        "compress",
+        str(QUICKSTART),
+        "--out",
+        str(tmp_path / "bad"),
+        *SMALL_RUN,
+        *QUICKSTART_KD,
+        *JSON_REPORT,
+        "--set",
+        bad,
     )
     assert proc.returncode == 2 and "distill.phases.1.losses.1.name" in proc.stderr, proc.stderr[-2000:]
 

@@ -107,12 +107,12 @@ def test_overrides_rightmost_wins_and_index_lists():
         [
             "prune.reduction=0.5",
             "prune.reduction=0.6",
-            "distill.losses.1.temperature=2",
+            "distill.losses.0.weight=0.7",
             "profile.threads=[2]",
         ],
     )
     assert recipe.prune.reduction == 0.6
-    assert recipe.distill.losses[1].params["temperature"] == 2
+    assert recipe.distill.losses[0].weight == 0.7
     assert recipe.profile.threads == [2]
 
 

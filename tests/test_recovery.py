@@ -11,7 +11,7 @@ import torch
 from edgekd.models import build_model
 from edgekd.recipe.schema import ModelSpec, PruneConfig
 from edgekd.sparsify import GroupRegularizer, near_zero_share
-from tests.conftest import QUICKSTART, SMALL_RUN, TEACHER, cli, sets
+from tests.conftest import QUICKSTART, QUICKSTART_KD, SMALL_RUN, TEACHER, cli, sets
 
 
 def _teacher() -> torch.nn.Module:
@@ -56,7 +56,7 @@ def test_compress_with_sparse_training_and_progressive_pruning(tmp_path):
         "prune.progressive.epochs=1",
         "prune.iterative_steps=1",
     )
-    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_RUN, *recovery)
+    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_RUN, *QUICKSTART_KD, *recovery)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     sparsify = report["stages"]["sparsify"]
@@ -68,7 +68,51 @@ def test_compress_with_sparse_training_and_progressive_pruning(tmp_path):
     assert "prune step 1 of 2" in log and "prune step 2 of 2" in log
     assert (out / "state" / "sparse.pt").is_file()
 
-    proc = cli("compress", str(QUICKSTART), "--out", str(out), "--resume", *SMALL_RUN, *recovery)
+    proc = cli(
+        "compress", str(QUICKSTART), "--out", str(out), "--resume", *SMALL_RUN, *QUICKSTART_KD, *recovery
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     resumed = json.loads((out / "report.json").read_text())["stages"]
     assert resumed["sparsify"].get("reused") and resumed["prune"].get("reused")
+
+
+def test_the_onecycle_schedule_peaks_at_lr_and_anneals_below_it():
+    """``schedule: onecycle`` (the quickstart's and the recommended recipes') warms up to ``lr`` and anneals far
+    below the start; ``cosine`` starts at ``lr`` and decays to ~0."""
+    from edgekd.engine.optim import build_optimizer, build_scheduler
+    from edgekd.recipe import OptimConfig
+
+    def lrs(schedule: str) -> list[float]:
+        cfg = OptimConfig(epochs=2, lr=0.05, schedule=schedule)
+        optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
+        scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=50)
+        seen = []
+        for _ in range(100):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    onecycle, cosine = lrs("onecycle"), lrs("cosine")
+    assert max(onecycle) == pytest.approx(0.05) and onecycle[0] < 0.05 / 10
+    assert 10 < onecycle.index(max(onecycle)) < 50  # the peak comes in the first half (30% by default)
+    assert onecycle[-1] < 0.05 / 1000
+    assert cosine[0] == pytest.approx(0.05) and cosine[-1] < 0.05 / 100
+
+
+def test_the_quickstart_fine_tuning_recovers_the_pruned_student(tmp_path):
+    """The shipped quickstart's own distill settings (CE alone, OneCycle to 0.05; no QUICKSTART_KD here) lift the
+    pruned student well above where pruning left it."""
+    out = tmp_path / "run"
+    data = (*SMALL_RUN, *sets("data.train_limit=2048", "data.eval_limit=512"))
+    assert cli("prune", str(QUICKSTART), "--out", str(out), *data).returncode == 0
+    untrained = cli(
+        "distill", str(QUICKSTART), "--out", str(out), "--json", *data, "--set", "distill.epochs=0"
+    )
+    assert untrained.returncode == 0, untrained.stderr[-2000:]
+    trained = cli("distill", str(QUICKSTART), "--out", str(out), "--json", *data, "--set", "distill.epochs=2")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert [set(epoch["loss_terms"]) for epoch in json.loads(trained.stdout)["history"]] == [{"ce"}, {"ce"}]
+    before = json.loads(untrained.stdout)["metrics"]["accuracy"]
+    after = json.loads(trained.stdout)["metrics"]["accuracy"]
+    assert after > before + 0.1 and after > 0.7, (before, after)
