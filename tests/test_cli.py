@@ -12,13 +12,12 @@ import sys
 import pytest
 
 from edgekd.report import validate_report
-from tests.conftest import QUICKSTART, QUICKSTART_KD, SMALL_RUN, cli, one_line_error, sets
+from tests.conftest import QUICKSTART, SMALL_KD_RUN, cli, one_line_error, sets
 
 # The shared small run, plus what the tests below measure: the resolved train_limit, 30 profile runs, and enough
 # eval images and parity samples that ORT-vs-PyTorch accuracy and agreement leave room for a flipped prediction.
 SMALL = (
-    *SMALL_RUN,
-    *QUICKSTART_KD,
+    *SMALL_KD_RUN,
     *sets("data.train_limit=2048", "data.eval_limit=1000", "profile.runs=30", "export.parity_samples=128"),
 )
 FINAL_ARTIFACTS = ("teacher.onnx", "student.onnx", "student.pt", "report.json", "report.md", "report.html")
@@ -244,11 +243,11 @@ def test_stage_commands_chain_through_the_run_directory(tmp_path):
     from edgekd.models.student_file import read_student_meta
 
     out = tmp_path / "staged"
-    proc = cli("prune", str(QUICKSTART), "--out", str(out), "--json", *SMALL_RUN, *QUICKSTART_KD)
+    proc = cli("prune", str(QUICKSTART), "--out", str(out), "--json", *SMALL_KD_RUN)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert abs(json.loads(proc.stdout)["macs_reduction"] - 0.75) <= 0.01
     pruned_sha = (out / "student.pt").read_bytes()
-    proc = cli("distill", str(QUICKSTART), "--out", str(out), "--json", *SMALL_RUN, *QUICKSTART_KD)
+    proc = cli("distill", str(QUICKSTART), "--out", str(out), "--json", *SMALL_KD_RUN)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads(proc.stdout)["history"]) == 1
     assert (out / "student.pt").read_bytes() != pruned_sha  # distilled weights replaced the pruned ones

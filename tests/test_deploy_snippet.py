@@ -30,7 +30,7 @@ from edgekd.report.schema import InputEntry
 from edgekd.report.snippet import EMBED_MAX_CLASSES, deploy_snippet
 from edgekd.run import load_recipe
 from edgekd.tasks import get_task
-from tests.conftest import QUICKSTART, QUICKSTART_KD, SMALL_RUN, cli, cli_env
+from tests.conftest import QUICKSTART, SMALL_KD_RUN, cli, cli_env
 
 SNIPPET = re.compile(r"## Input and deployment\n.*?```python\n(.*?)```", re.S)
 CLASSIFIED = re.compile(r"(\d+): (.+) \(\d+\.\d%\)")
@@ -39,7 +39,7 @@ CLASSIFIED = re.compile(r"(\d+): (.+) \(\d+\.\d%\)")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("deploy") / "run"
-    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_RUN, *QUICKSTART_KD)
+    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_KD_RUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

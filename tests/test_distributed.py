@@ -32,21 +32,10 @@ import torch
 
 from edgekd.data.base import Preprocessing, TensorLoader, TensorSplit
 from edgekd.report import validate_report
-from tests.conftest import (
-    EDGEKD,
-    QUICKSTART,
-    QUICKSTART_KD,
-    REPO,
-    SMALL_RUN,
-    cli,
-    cli_env,
-    one_line_error,
-    sets,
-)
+from tests.conftest import EDGEKD, QUICKSTART, REPO, SMALL_KD_RUN, cli, cli_env, one_line_error, sets
 
 SMALL = (
-    *SMALL_RUN,
-    *QUICKSTART_KD,
+    *SMALL_KD_RUN,
     *sets(
         "data.train_limit=256",
         "data.val=32",  # 224 training samples: whole batches on both ranks, no sample padded in twice

@@ -23,7 +23,7 @@ from edgekd.errors import InputError
 from edgekd.models import build_model
 from edgekd.recipe.schema import LossSpec, ModelSpec
 from edgekd.tasks import get_task
-from tests.conftest import QUICKSTART, QUICKSTART_KD, SMALL_RUN, TEACHER, cli, sets
+from tests.conftest import QUICKSTART, SMALL_KD_RUN, SMALL_RUN, TEACHER, cli, sets
 
 TASK = get_task("classification")
 N, C = 6, 5  # batch, classes of the logit cases
@@ -479,8 +479,7 @@ def test_compress_with_ce_kd_and_fitnet_runs_end_to_end(tmp_path):
         str(QUICKSTART),
         "--out",
         str(tmp_path / "run"),
-        *SMALL_RUN,
-        *QUICKSTART_KD,
+        *SMALL_KD_RUN,
         *JSON_REPORT,
         "--set",
         losses,
@@ -537,8 +536,7 @@ def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
         str(QUICKSTART),
         "--out",
         str(out),
-        *SMALL_RUN,
-        *QUICKSTART_KD,
+        *SMALL_KD_RUN,
         *JSON_REPORT,
         "--set",
         phases,
@@ -557,8 +555,7 @@ def test_phases_run_in_order_with_their_own_losses_and_self_review(tmp_path):
         str(QUICKSTART),
         "--out",
         str(tmp_path / "bad"),
-        *SMALL_RUN,
-        *QUICKSTART_KD,
+        *SMALL_KD_RUN,
         *JSON_REPORT,
         "--set",
         bad,

@@ -11,7 +11,7 @@ import torch
 from edgekd.models import build_model
 from edgekd.recipe.schema import ModelSpec, PruneConfig
 from edgekd.sparsify import GroupRegularizer, near_zero_share
-from tests.conftest import QUICKSTART, QUICKSTART_KD, SMALL_RUN, TEACHER, cli, sets
+from tests.conftest import QUICKSTART, SMALL_KD_RUN, SMALL_RUN, TEACHER, cli, sets
 
 
 def _teacher() -> torch.nn.Module:
@@ -56,7 +56,7 @@ def test_compress_with_sparse_training_and_progressive_pruning(tmp_path):
         "prune.progressive.epochs=1",
         "prune.iterative_steps=1",
     )
-    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_RUN, *QUICKSTART_KD, *recovery)
+    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_KD_RUN, *recovery)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     sparsify = report["stages"]["sparsify"]
@@ -68,9 +68,7 @@ def test_compress_with_sparse_training_and_progressive_pruning(tmp_path):
     assert "prune step 1 of 2" in log and "prune step 2 of 2" in log
     assert (out / "state" / "sparse.pt").is_file()
 
-    proc = cli(
-        "compress", str(QUICKSTART), "--out", str(out), "--resume", *SMALL_RUN, *QUICKSTART_KD, *recovery
-    )
+    proc = cli("compress", str(QUICKSTART), "--out", str(out), "--resume", *SMALL_KD_RUN, *recovery)
     assert proc.returncode == 0, proc.stderr[-2000:]
     resumed = json.loads((out / "report.json").read_text())["stages"]
     assert resumed["sparsify"].get("reused") and resumed["prune"].get("reused")
@@ -101,7 +99,7 @@ def test_the_onecycle_schedule_peaks_at_lr_and_anneals_below_it():
 
 
 def test_the_quickstart_fine_tuning_recovers_the_pruned_student(tmp_path):
-    """The shipped quickstart's own distill settings (CE alone, OneCycle to 0.05; no QUICKSTART_KD here) lift the
+    """The shipped quickstart's own distill settings (CE alone, OneCycle to 0.05; not SMALL_KD_RUN) lift the
     pruned student well above where pruning left it."""
     out = tmp_path / "run"
     data = (*SMALL_RUN, *sets("data.train_limit=2048", "data.eval_limit=512"))

@@ -35,22 +35,11 @@ from edgekd.results import (
 )
 from edgekd.run.resume import RunState, flatten, hash_inputs, recipe_diff
 from edgekd.rundir import RunDir
-from tests.conftest import (
-    EDGEKD,
-    QUICKSTART,
-    QUICKSTART_KD,
-    REPO,
-    SMALL_RUN,
-    cli,
-    cli_env,
-    one_line_error,
-    sets,
-)
+from tests.conftest import EDGEKD, QUICKSTART, REPO, SMALL_KD_RUN, cli, cli_env, one_line_error, sets
 
 # two distillation epochs, so that a run can be killed between its first epoch checkpoint and the end
 SMALL = (
-    *SMALL_RUN,
-    *QUICKSTART_KD,
+    *SMALL_KD_RUN,
     *sets("data.train_limit=1024", "data.eval_limit=500", "distill.epochs=2"),
 )
 

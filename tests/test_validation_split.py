@@ -16,7 +16,7 @@ from edgekd.errors import InputError
 from edgekd.models import build_model
 from edgekd.recipe.schema import VAL_FRACTION_CAP, DataConfig, DistillConfig, ModelSpec
 from edgekd.tasks import get_task
-from tests.conftest import QUICKSTART, QUICKSTART_KD, SMALL_RUN, cli, one_line_error, sets
+from tests.conftest import QUICKSTART, SMALL_KD_RUN, cli, one_line_error, sets
 
 TASK = get_task("classification")
 
@@ -90,9 +90,7 @@ def test_without_a_validation_split_the_last_epoch_is_kept(unsplit):
 
 def test_report_states_validation_and_test_metrics_apart(tmp_path):
     out = tmp_path / "run"
-    proc = cli(
-        "compress", str(QUICKSTART), "--out", str(out), *SMALL_RUN, *QUICKSTART_KD, *sets("data.val=100")
-    )
+    proc = cli("compress", str(QUICKSTART), "--out", str(out), *SMALL_KD_RUN, *sets("data.val=100"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["stages"]["data"]["val"] == 100 and report["stages"]["data"]["train"] == 412
@@ -113,8 +111,7 @@ def test_a_validation_count_that_leaves_nothing_to_train_on_is_one_line(tmp_path
         str(QUICKSTART),
         "--out",
         str(tmp_path / "r"),
-        *SMALL_RUN,
-        *QUICKSTART_KD,
+        *SMALL_KD_RUN,
         *sets("data.val=512"),
     )
     assert "data.val: 512 sets aside 512 of 512 training samples" in one_line_error(proc)
