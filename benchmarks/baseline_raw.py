@@ -1,7 +1,8 @@
 """The hand-written baseline edgekd has to beat: raw torch-pruning, then a plain PyTorch fine-tuning loop.
 
 What an engineer writes without edgekd (issue 18): group-L2 per-layer pruning of the shipped Fashion-MNIST
-teacher to at most ``1 - reduction`` of its MACs with the classifier kept, then SGD (nesterov, momentum 0.9,
+teacher to at most ``1 - reduction`` of its MACs (``--nearest``: as near it as whole channels allow, on either
+side, to size-match edgekd's student) with the classifier kept, then SGD (nesterov, momentum 0.9,
 weight decay 5e-4), OneCycle (max lr 0.05), batch 128, random crop (pad 2) + horizontal flip, for ``epochs``
 passes over the full 60k training split, with cross-entropy or Hinton KD (T=4, alpha=0.9). No model selection:
 the last epoch is kept, and the test split is evaluated once at the end. Nothing from edgekd is imported except
@@ -66,8 +67,16 @@ def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def prune(teacher: torch.nn.Module, reduction: float, example: torch.Tensor) -> torch.nn.Module:
-    """The largest per-layer group-L2 ratio whose pruned copy keeps at most ``1 - reduction`` of the MACs."""
+def prune(
+    teacher: torch.nn.Module, reduction: float, example: torch.Tensor, nearest: bool
+) -> torch.nn.Module:
+    """The largest per-layer group-L2 ratio whose pruned copy keeps at most ``1 - reduction`` of the MACs, or with
+    ``nearest`` the ratio whose MACs cut is nearest ``reduction`` on either side.
+
+    Why ``nearest``: channel counts move in whole channels, so "at most" can land well past the target (-78.2% for
+    -75% on ResNet-20: all 16-wide layers lose their 9th channel at once). edgekd lands within its +-1% window
+    (-74.7%); comparing the two at different sizes would favour the larger one.
+    """
     base, _ = tp.utils.count_ops_and_params(teacher, example)
 
     def pruned_at(ratio: float) -> torch.nn.Module:
@@ -87,7 +96,11 @@ def prune(teacher: torch.nn.Module, reduction: float, example: torch.Tensor) -> 
         mid = (low + high) / 2
         macs, _ = tp.utils.count_ops_and_params(pruned_at(mid), example)
         low, high = (low, mid) if macs <= (1 - reduction) * base else (mid, high)
-    return pruned_at(high)
+    if not nearest:
+        return pruned_at(high)
+    candidates = [pruned_at(low), pruned_at(high)]  # just short of the target, and at or past it
+    cuts = [1 - tp.utils.count_ops_and_params(m, example)[0] / base for m in candidates]
+    return candidates[min(range(2), key=lambda i: abs(cuts[i] - reduction))]
 
 
 def train(student, teacher, data, args) -> None:
@@ -134,6 +147,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--reduction", type=float, default=0.75)
     parser.add_argument("--train-limit", type=int, default=None)
+    parser.add_argument(
+        "--nearest",
+        action="store_true",
+        help="prune to the MACs cut nearest --reduction (either side) instead of at least --reduction",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -143,7 +161,7 @@ def main() -> None:
     teacher.eval()
     train_data, test_data = load_split("train", args.train_limit), load_split("t10k", None)
     example = normalise(test_data[0][:1])
-    student = prune(teacher, args.reduction, example)
+    student = prune(teacher, args.reduction, example, args.nearest)
     macs = [tp.utils.count_ops_and_params(m, example)[0] for m in (teacher, student)]
     train(student, teacher, train_data, args)
     row = {
