@@ -61,7 +61,14 @@ def test_compress_with_sparse_training_and_progressive_pruning(tmp_path):
     report = json.loads((out / "report.json").read_text())
     sparsify = report["stages"]["sparsify"]
     assert sparsify["epochs"] == 1 and sparsify["reg"] == pytest.approx(5e-4)
+    assert sparsify["best_epoch"] == 1  # the regularised weights go on to pruning, never epoch 0's
     assert 0.0 <= sparsify["near_zero_groups_before"] <= sparsify["near_zero_groups_after"] <= 1.0
+    norms = sparsify["group_norms_before"], sparsify["group_norms_after"]
+    assert (
+        len(norms[0]) == len(norms[1]) > 0 and norms[0] != norms[1]
+    )  # one norm per group; training moved them
+    assert (out / "plots" / "group_norms.png").is_file()
+    assert "Channel-group norms before and after sparse training" in (out / "report.html").read_text()
     assert list(report["stages"]).index("sparsify") < list(report["stages"]).index("prune")
     assert abs(report["compression"]["macs_reduction"] - 0.75) <= 0.01
     log = (out / "edgekd.log").read_text()
@@ -72,6 +79,8 @@ def test_compress_with_sparse_training_and_progressive_pruning(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     resumed = json.loads((out / "report.json").read_text())["stages"]
     assert resumed["sparsify"].get("reused") and resumed["prune"].get("reused")
+    assert resumed["sparsify"]["group_norms_after"] == norms[1]  # a reused stage still reports what it did
+    assert (out / "plots" / "group_norms.png").is_file()
 
 
 def test_the_onecycle_schedule_peaks_at_lr_and_anneals_below_it():
@@ -114,3 +123,17 @@ def test_the_quickstart_fine_tuning_recovers_the_pruned_student(tmp_path):
     before = json.loads(untrained.stdout)["metrics"]["accuracy"]
     after = json.loads(trained.stdout)["metrics"]["accuracy"]
     assert after > before + 0.1 and after > 0.7, (before, after)
+
+
+def test_regularised_training_keeps_its_last_epoch_even_when_validation_prefers_the_incoming_weights():
+    """Sparse training's epochs score below the teacher they started from; selecting on validation would keep
+    epoch 0 and silently undo the phase, so such training keeps its last epoch (FitOptions.keep_last)."""
+    from edgekd.engine.trainer import _Progress
+    from edgekd.results import EpochLog
+    from edgekd.tasks import get_task
+
+    task, model = get_task("classification"), torch.nn.Linear(2, 2)
+    start = _Progress.start(model, {"accuracy": 0.95})
+    worse = EpochLog(epoch=1, train_loss=0.1, loss_terms={}, metrics={"accuracy": 0.93}, lr=0.01, seconds=1.0)
+    assert start.after(worse, model, task).best_epoch == 0  # distillation: the better weights win
+    assert start.after(worse, model, task, keep_last=True).best_epoch == 1  # regularised: the last epoch

@@ -101,7 +101,9 @@ def train_student(
         batches: with ``distill.data_free``, the synthetic batches to train on (built against ``student`` by
             :func:`~edgekd.distill.data_free.build_synthetic_batches` when not given); the training split is
             then never read.
-        after_backward: called between each backward and optimizer step (sparse training's regulariser).
+        after_backward: called between each backward and optimizer step (sparse training's regulariser). Such
+            training shapes the weights rather than chasing accuracy, so it keeps its last epoch: selected on
+            validation, the un-regularised incoming weights (epoch 0) would win and undo it.
     """
     cfg = ctx.recipe.distill
     own = cfg.data_free is not None and batches is None
@@ -190,6 +192,7 @@ def _run_phase(ctx: RunContext, student: nn.Module, job: _Phase) -> TrainResult:
                 device=device,
                 batches=job.batches,
                 after_backward=job.after_backward,
+                keep_last=job.after_backward is not None,  # regularised training: see train_student
             )
             return fit(student, data, ctx.task, objective, options, extra_modules=objective.losses)
         finally:

@@ -85,6 +85,9 @@ class FitOptions:
     # Called between backward and the optimizer step, on unscaled gradients: gradient-side regularisers such
     # as torch-pruning's group-norm regulariser (sparse training before pruning) add to ``param.grad`` here.
     after_backward: Callable[[], None] | None = None
+    # Keep the last epoch whatever validation says: for training whose purpose is a property of the weights, not
+    # accuracy (sparse training, where the un-regularised incoming weights would always evaluate best).
+    keep_last: bool = False
 
 
 def fit(
@@ -136,7 +139,7 @@ def fit(
     first_epoch = progress.epoch + 1
     for epoch in range(first_epoch, options.optim.epochs + 1):
         entry = _run_epoch(run, epoch, log_first_step=epoch == first_epoch)
-        progress = progress.after(entry, model, task)
+        progress = progress.after(entry, model, task, keep_last=options.keep_last)
         _log_epoch(run, entry, progress)
         if options.checkpoint is not None and distributed.is_main():
             _save_checkpoint(options.checkpoint, run, progress)
@@ -207,14 +210,15 @@ class _Progress:
         """Before the first epoch: the incoming weights are epoch 0's, and the best until beaten."""
         return cls(epoch=0, best_epoch=0, best_metrics=metrics, best_state=copy.deepcopy(model.state_dict()))
 
-    def after(self, entry: EpochLog, model: nn.Module, task: Task) -> _Progress:
+    def after(self, entry: EpochLog, model: nn.Module, task: Task, keep_last: bool = False) -> _Progress:
         """This progress advanced by one epoch; ``model``'s weights become the best if they beat the best.
 
-        Without validation metrics (``data.val: 0``) nothing can be compared: the latest epoch is kept.
+        Without validation metrics (``data.val: 0``) nothing can be compared, and with ``keep_last`` nothing is:
+        the latest epoch is kept.
         """
         history = (*self.history, entry)
         metric = task.primary_metric
-        if metric not in entry.metrics or metric not in self.best_metrics:
+        if keep_last or metric not in entry.metrics or metric not in self.best_metrics:
             return _Progress(
                 entry.epoch, entry.epoch, entry.metrics, copy.deepcopy(model.state_dict()), history
             )

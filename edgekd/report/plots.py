@@ -30,7 +30,14 @@ from edgekd.report.samples import (  # noqa: E402
 from edgekd.report.schema import FRACTION_METRICS  # noqa: E402
 from edgekd.report.view import primary_metric  # noqa: E402
 
-PLOT_FILES = ("latency.png", "channels.png", "distillation.png", "metric_vs_latency.png", "operators.png")
+PLOT_FILES = (
+    "latency.png",
+    "channels.png",
+    "group_norms.png",
+    "distillation.png",
+    "metric_vs_latency.png",
+    "operators.png",
+)
 _DPI = 110
 _COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 
@@ -43,6 +50,7 @@ def draw_plots(report: dict[str, Any], plots_dir: Path) -> list[tuple[str, Path]
     plotters: list[tuple[str, str, Callable[[dict[str, Any]], Figure | None]]] = [
         ("latency.png", "Latency p50 per artifact (whiskers: p90)", _latency),
         ("channels.png", "Channels per layer before and after pruning", _channels),
+        ("group_norms.png", "Channel-group norms before and after sparse training", _group_norms),
         ("distillation.png", "Distillation: metric and loss per epoch", _distillation),
         ("metric_vs_latency.png", "Metric vs latency of each artifact", _metric_vs_latency),
         ("operators.png", "Share of kernel time per operator type", _operators),
@@ -120,6 +128,30 @@ def _channels(report: dict[str, Any]) -> Figure | None:
     ax.set_xticks(list(xs), [layer["name"] for layer in layers], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("output channels")
     ax.set_xlim(-0.6, n - 0.4)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, frameon=False)
+    _despine(ax)
+    return fig
+
+
+def _group_norms(report: dict[str, Any]) -> Figure | None:
+    """Histogram of every channel group's L2 norm before and after ``prune.sparsity`` (DepGraph's Fig. 4 view):
+    sparse training worked when a mass of groups moved towards zero, apart from the rest."""
+    sparsify = (report.get("stages") or {}).get("sparsify") or {}
+    before, after = sparsify.get("group_norms_before"), sparsify.get("group_norms_after")
+    if not before or not after:
+        return None
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.add_subplot()
+    top = max(max(before), max(after))
+    bins = [top * i / 40 for i in range(41)]
+    ax.hist(before, bins=bins, color="#c8d3e6", label=f"before ({len(before)} groups)")
+    ax.hist(after, bins=bins, color=_COLORS[0], alpha=0.75, label=f"after {sparsify.get('epochs')} epoch(s)")
+    median = sorted(after)[len(after) // 2]
+    ax.axvline(0.1 * median, color=_COLORS[3], ls="--", lw=1, label="10% of the median (after)")
+    ax.set_xlabel("channel-group L2 norm")
+    ax.set_ylabel("groups")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.legend(fontsize=8, frameon=False)

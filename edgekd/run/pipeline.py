@@ -160,8 +160,10 @@ class _Walk:
             share_distill_job(None if marker is not None else ctx.run.pruned_pt)
         if marker is not None:
             log.info("%s: reused from the interrupted run (finished in %.1fs)", stage.name, marker.seconds)
-            entry.update(seconds=marker.seconds, reused=True)
-            return from_dict(stage.result, marker.result), inputs
+            result = from_dict(stage.result, marker.result)
+            # what the stage reported then, rebuilt from its result: a resumed report keeps every stage's keys
+            entry.update(stage.info(ctx, result), seconds=marker.seconds, reused=True)
+            return result, inputs
         self.state.invalidate(stage.name)
         if stage.trains:
             _, resumable = self.state.training_checkpoint(stage.name, inputs, self.resuming)

@@ -94,6 +94,9 @@ def info(ctx: RunContext, result: SparsifyResult) -> dict[str, Any]:
         "reg": result.reg,
         "near_zero_groups_before": near_zero_share(result.norms_before),
         "near_zero_groups_after": near_zero_share(result.norms_after),
+        # every channel group's L2 norm, in graph order (report plot group_norms.png): what the phase changed
+        "group_norms_before": [float(f"{n:.4g}") for n in result.norms_before],
+        "group_norms_after": [float(f"{n:.4g}") for n in result.norms_after],
         "resumed_checkpoint": ctx.resume_training,
     }
 
