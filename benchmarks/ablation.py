@@ -72,6 +72,7 @@ class Mode:
             f"data.train_limit={json.dumps(self.train_limit)}",
             f"data.eval_limit={json.dumps(self.eval_limit)}",
             f"distill.epochs={self.epochs}",
+            "data.augment=true",  # as when these arms were measured (the quickstart has since dropped it)
         ]
 
 

@@ -52,9 +52,11 @@ STUDY_BEST = [
 
 
 # What every edgekd arm starts from: the quickstart recipe with the distillation settings it had when these arms
-# were defined (CE 0.5 + KD 0.5 at T=4, cosine to lr 0.02). The quickstart itself has since moved to CE-only
-# fine-tuning at its 5-minute budget; pinning these keeps every arm's meaning, and RESULTS.md's rows, fixed.
+# were defined (CE 0.5 + KD 0.5 at T=4, cosine to lr 0.02, augmented batches). The quickstart itself has since
+# moved to cached distillation without augmentation at its 5-minute budget; pinning these keeps every arm's
+# meaning, and RESULTS.md's rows, fixed.
 BASE = [
+    "data.augment=true",
     "distill.schedule=cosine",
     "distill.lr=0.02",
     "distill.losses=[{name: ce, weight: 0.5}, {name: kd, weight: 0.5, temperature: 4.0}]",

@@ -150,7 +150,7 @@ def _group_norms(report: dict[str, Any]) -> Figure | None:
     ax.hist(after, bins=bins, color=_COLORS[0], alpha=0.75, label=f"after {sparsify.get('epochs')} epoch(s)")
     median = sorted(after)[len(after) // 2]
     ax.axvline(0.1 * median, color=_COLORS[3], ls="--", lw=1, label="10% of the median (after)")
-    ax.set_xlabel("channel-group L2 norm")
+    ax.set_xlabel("channel-group L2 norm (relative: torch-pruning normalises each coupled group by its mean)")
     ax.set_ylabel("groups")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)

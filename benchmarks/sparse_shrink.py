@@ -1,0 +1,58 @@
+"""What a sparse-training phase did to the channel groups: group norms of a run's ``state/sparse.pt`` against its
+teacher's (issue 18).
+
+    .venv/bin/python benchmarks/sparse_shrink.py RUN_DIR [--teacher recipes/teachers/fmnist_resnet20.pt]
+
+Prints the ratio after/before over all groups and over the weakest tenth (the ones the regulariser pushes
+hardest, ``alpha``×), and the share of groups below 10% of the median norm before and after: whether the phase
+sparsified anything pruning could then remove cheaply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgekd.models import build_model  # noqa: E402
+from edgekd.recipe import load_recipe  # noqa: E402
+from edgekd.sparsify import GroupRegularizer, near_zero_share  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="an edgekd run directory with state/sparse.pt")
+    parser.add_argument("--teacher", type=Path, default=REPO / "recipes" / "teachers" / "fmnist_resnet20.pt")
+    args = parser.parse_args()
+    recipe = load_recipe(args.run / "recipe.yaml")
+    example = torch.zeros(1, 1, 28, 28)
+
+    def norms(weights: Path) -> tuple[float, ...]:
+        model = build_model(recipe.teacher.model, 10, 1)
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return GroupRegularizer(model, example, recipe.prune).group_norms()
+
+    before, after = norms(args.teacher), norms(args.run / "state" / "sparse.pt")
+    ratios = sorted(a / b for a, b in zip(after, before, strict=True))
+    weakest = sorted(range(len(before)), key=before.__getitem__)[: max(1, len(before) // 10)]
+    weak = sorted(after[i] / before[i] for i in weakest)
+    print(
+        f"{len(before)} channel groups, reg {recipe.prune.sparsity.reg:g}, {recipe.prune.sparsity.epochs} epoch(s)"
+    )
+    print(
+        f"after/before, all groups: min {ratios[0]:.3f}, median {statistics.median(ratios):.3f}, max {ratios[-1]:.3f}"
+    )
+    print(f"after/before, weakest tenth: min {weak[0]:.3f}, median {statistics.median(weak):.3f}")
+    print(
+        f"groups below 10% of the median norm: {near_zero_share(before):.1%} -> {near_zero_share(after):.1%}"
+    )
+
+
+if __name__ == "__main__":
+    main()
