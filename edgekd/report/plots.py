@@ -9,6 +9,7 @@ Each plot is skipped (not drawn empty) when its data is absent: no profiles, no 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,8 +149,9 @@ def _group_norms(report: dict[str, Any]) -> Figure | None:
     bins = [top * i / 40 for i in range(41)]
     ax.hist(before, bins=bins, color="#c8d3e6", label=f"before ({len(before)} groups)")
     ax.hist(after, bins=bins, color=_COLORS[0], alpha=0.75, label=f"after {sparsify.get('epochs')} epoch(s)")
-    median = sorted(after)[len(after) // 2]
-    ax.axvline(0.1 * median, color=_COLORS[3], ls="--", lw=1, label="10% of the median (after)")
+    ax.axvline(
+        0.1 * statistics.median(after), color=_COLORS[3], ls="--", lw=1, label="10% of the median (after)"
+    )
     ax.set_xlabel("channel-group L2 norm (relative: torch-pruning normalises each coupled group by its mean)")
     ax.set_ylabel("groups")
     ax.grid(axis="y", alpha=0.3)
