@@ -91,16 +91,21 @@ def prune(
         pruner.step()
         return model
 
-    low, high = 0.0, 0.95
-    for _ in range(14):  # bisection on the channel ratio
+    (low, low_macs), (high, high_macs) = (0.0, base), (0.95, None)
+    for _ in range(14):  # bisection on the channel ratio; low stays short of the target, high at or past it
         mid = (low + high) / 2
         macs, _ = tp.utils.count_ops_and_params(pruned_at(mid), example)
-        low, high = (low, mid) if macs <= (1 - reduction) * base else (mid, high)
-    if not nearest:
-        return pruned_at(high)
-    candidates = [pruned_at(low), pruned_at(high)]  # just short of the target, and at or past it
-    cuts = [1 - tp.utils.count_ops_and_params(m, example)[0] / base for m in candidates]
-    return candidates[min(range(2), key=lambda i: abs(cuts[i] - reduction))]
+        if macs <= (1 - reduction) * base:
+            high, high_macs = mid, macs
+        else:
+            low, low_macs = mid, macs
+    if (
+        nearest
+        and high_macs is not None
+        and abs(1 - low_macs / base - reduction) < abs(1 - high_macs / base - reduction)
+    ):
+        return pruned_at(low)
+    return pruned_at(high)
 
 
 def train(student, teacher, data, args) -> None:

@@ -1,7 +1,10 @@
 """What a sparse-training phase did to the channel groups: group norms of a run's ``state/sparse.pt`` against its
 teacher's (issue 18).
 
-    .venv/bin/python benchmarks/sparse_shrink.py RUN_DIR [--teacher recipes/teachers/fmnist_resnet20.pt]
+    .venv/bin/python benchmarks/sparse_shrink.py RUN_DIR
+
+The "before" weights are the run's own teacher (``teacher.checkpoint`` in ``RUN_DIR/recipe.yaml``); the models are
+built for Fashion-MNIST's 1×28×28 images and 10 classes, as the issue-18 runs are.
 
 Prints the ratio after/before over all groups and over the weakest tenth (the ones the regulariser pushes
 hardest, ``alpha``×), and the share of groups below 10% of the median norm before and after: whether the phase
@@ -28,7 +31,6 @@ from edgekd.sparsify import GroupRegularizer, near_zero_share  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="an edgekd run directory with state/sparse.pt")
-    parser.add_argument("--teacher", type=Path, default=REPO / "recipes" / "teachers" / "fmnist_resnet20.pt")
     args = parser.parse_args()
     recipe = load_recipe(args.run / "recipe.yaml")
     example = torch.zeros(1, 1, 28, 28)
@@ -38,7 +40,7 @@ def main() -> None:
         model.load_state_dict(torch.load(weights, weights_only=True))
         return GroupRegularizer(model, example, recipe.prune).group_norms()
 
-    before, after = norms(args.teacher), norms(args.run / "state" / "sparse.pt")
+    before, after = norms(Path(recipe.teacher.checkpoint)), norms(args.run / "state" / "sparse.pt")
     ratios = sorted(a / b for a, b in zip(after, before, strict=True))
     weakest = sorted(range(len(before)), key=before.__getitem__)[: max(1, len(before) // 10)]
     weak = sorted(after[i] / before[i] for i in weakest)

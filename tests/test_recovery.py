@@ -64,9 +64,8 @@ def test_compress_with_sparse_training_and_progressive_pruning(tmp_path):
     assert sparsify["best_epoch"] == 1  # the regularised weights go on to pruning, never epoch 0's
     assert 0.0 <= sparsify["near_zero_groups_before"] <= sparsify["near_zero_groups_after"] <= 1.0
     norms = sparsify["group_norms_before"], sparsify["group_norms_after"]
-    assert (
-        len(norms[0]) == len(norms[1]) > 0 and norms[0] != norms[1]
-    )  # one norm per group; training moved them
+    assert len(norms[0]) == len(norms[1]) > 0  # one norm per channel group
+    assert norms[0] != norms[1]  # the sparse epoch moved them
     assert (out / "plots" / "group_norms.png").is_file()
     assert "Channel-group norms before and after sparse training" in (out / "report.html").read_text()
     assert list(report["stages"]).index("sparsify") < list(report["stages"]).index("prune")
