@@ -14,7 +14,8 @@ isolating one ingredient against ``val_selected``, edgekd's earlier quickstart r
 group-sparse training, then ``epochs - 1`` of distillation), ``progressive`` (3 steps with 1 epoch of KD after
 each of the first two, then ``epochs - 2``), ``ce_only`` (the loss choice: no KD term), ``onecycle_kd`` /
 ``onecycle_ce`` (the hand loop's OneCycle schedule to lr 0.05, with and without the KD term; ``onecycle_kd`` is
-the shipped ``recipes/recommended/`` recipes, chosen on validation), and ``hand_ce`` /
+the shipped ``recipes/recommended/`` recipes, chosen on validation), ``cached_kd`` / ``plain_ce`` (``onecycle_kd`` /
+``onecycle_ce`` on un-augmented images, as the quickstart trains: the teacher's outputs are cached), and ``hand_ce`` /
 ``hand_kd`` (raw torch-pruning + a plain PyTorch loop, pruned to the MACs cut nearest the target: the same widths
 as edgekd's student at -75%; rows before session 7 were pruned to at least the target, -78.2%).
 
@@ -84,6 +85,15 @@ def edgekd_arms(epochs: int) -> dict[str, list[str]]:
         "ce_only": [f"distill.epochs={epochs}", "distill.losses=[{name: ce}]"],
         "onecycle_ce": [*ONECYCLE, f"distill.epochs={epochs}", "distill.losses=[{name: ce}]"],
         "onecycle_kd": [*ONECYCLE, f"distill.epochs={epochs}"],
+        # The quickstart's finding at 2 epochs, at the full budget: the same images every epoch, so the
+        # teacher's outputs are cached (KD then costs what CE costs); the CE arm isolates augmentation from KD.
+        "cached_kd": [*ONECYCLE, "data.augment=false", f"distill.epochs={epochs}"],
+        "plain_ce": [
+            *ONECYCLE,
+            "data.augment=false",
+            f"distill.epochs={epochs}",
+            "distill.losses=[{name: ce}]",
+        ],
     }
 
 

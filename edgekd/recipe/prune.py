@@ -26,12 +26,34 @@ class SparsityConfig(OptimConfig):
 
     epochs: int = Field(0, ge=0, description="Epochs of sparse training before pruning; 0 turns it off.")
     lr: float = Field(0.01, gt=0)
-    reg: float = Field(5e-4, gt=0, description="Group-norm regularisation strength (torch-pruning's `reg`).")
+    reg: float | Literal["auto"] = Field(
+        "auto",
+        description="Group-norm regularisation strength (torch-pruning's `reg`), or auto: sized to the phase's "
+        "steps and learning rates so that the penalty alone would leave the least important group shrink_to of "
+        "its norm (SGD only). DepGraph's 5e-4 is sized for phases of hundreds of epochs.",
+    )
+    shrink_to: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="With reg: auto, the share of its norm the least important group would keep at the end of "
+        "the phase under the penalty alone (the task loss pulls back against it).",
+    )
     alpha: float = Field(
         16.0,
         ge=1,
         description="The least important group gets alpha x the regularisation of the most important one.",
     )
+
+    @model_validator(mode="after")
+    def _auto_reg_needs_sgd(self) -> SparsityConfig:
+        if self.reg == "auto" and self.optimizer != "sgd":
+            raise ValueError(
+                "reg: auto sizes the penalty for SGD with momentum; with optimizer adamw give reg a number"
+            )
+        if isinstance(self.reg, float) and not self.reg > 0:
+            raise ValueError(f"reg must be > 0 or auto, got {self.reg}")
+        return self
 
 
 class ProgressiveConfig(Section):

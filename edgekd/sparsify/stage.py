@@ -9,7 +9,7 @@ Recipe::
 
     prune:
       importance: group_l2          # ranks channels by the norms sparse training shaped
-      sparsity: {epochs: 1, reg: 5.0e-4, lr: 0.01}
+      sparsity: {epochs: 1, lr: 0.01}   # reg: auto (sized to the phase), or a number such as 5.0e-4
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from edgekd.errors import InputError
 from edgekd.io import write_with
 from edgekd.recipe.schema import OptimConfig, Recipe
 from edgekd.results import SparsifyResult
-from edgekd.sparsify.regularizer import GroupRegularizer, near_zero_share
+from edgekd.sparsify.regularizer import GroupRegularizer, near_zero_share, sized_reg
 
 log = logging.getLogger("edgekd")
 
@@ -42,7 +42,9 @@ def run(ctx: RunContext, upstream: Upstream) -> SparsifyResult:
             "for the distillation) or set prune.sparsity.epochs: 0"
         )
     model = copy.deepcopy(ctx.teacher).requires_grad_(True)
-    regularizer = GroupRegularizer(model, ctx.data.example_input(1), ctx.recipe.prune)
+    reg = cfg.reg if isinstance(cfg.reg, float) else sized_reg(cfg, _steps_per_epoch(ctx))
+    log.info("sparsify: group-norm regularisation %.3g%s", reg, " (auto)" if cfg.reg == "auto" else "")
+    regularizer = GroupRegularizer(model, ctx.data.example_input(1), ctx.recipe.prune, reg)
     before = regularizer.group_norms()
     train = train_student(
         sparse_training_context(ctx),
@@ -58,7 +60,15 @@ def run(ctx: RunContext, upstream: Upstream) -> SparsifyResult:
         100 * near_zero_share(before),
         100 * near_zero_share(after),
     )
-    return SparsifyResult(train=train, reg=cfg.reg, norms_before=before, norms_after=after)
+    return SparsifyResult(train=train, reg=reg, norms_before=before, norms_after=after)
+
+
+def _steps_per_epoch(ctx: RunContext) -> int:
+    """Optimiser steps per epoch of the sparse phase: synthetic batches with distill.data_free, else the split's."""
+    data_free = ctx.recipe.distill.data_free
+    if data_free is not None:
+        return data_free.steps_per_epoch
+    return len(ctx.data.train_loader(ctx.recipe.data.batch_size, augment=False, seed=ctx.seed))
 
 
 def sparse_training_context(ctx: RunContext) -> RunContext:
@@ -91,7 +101,8 @@ def info(ctx: RunContext, result: SparsifyResult) -> dict[str, Any]:
     return {
         "epochs": result.train.epochs,
         "best_epoch": result.train.best_epoch,
-        "reg": result.reg,
+        "reg": result.reg,  # the strength used: prune.sparsity.reg, or what auto sized it to
+        "reg_auto": ctx.recipe.prune.sparsity.reg == "auto",
         "near_zero_groups_before": near_zero_share(result.norms_before),
         "near_zero_groups_after": near_zero_share(result.norms_after),
         # every channel group's L2 norm, in graph order (report plot group_norms.png): what the phase changed
