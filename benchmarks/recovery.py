@@ -15,7 +15,8 @@ group-sparse training, then ``epochs - 1`` of distillation), ``progressive`` (3 
 each of the first two, then ``epochs - 2``), ``ce_only`` (the loss choice: no KD term), ``onecycle_kd`` /
 ``onecycle_ce`` (the hand loop's OneCycle schedule to lr 0.05, with and without the KD term; ``onecycle_kd`` is
 the shipped ``recipes/recommended/`` recipes, chosen on validation), ``cached_kd`` / ``plain_ce`` (``onecycle_kd`` /
-``onecycle_ce`` on un-augmented images, as the quickstart trains: the teacher's outputs are cached), and ``hand_ce`` /
+``onecycle_ce`` on un-augmented images, as the quickstart trains: the teacher's outputs are cached),
+``cached_sparse`` (``cached_kd`` with 1 of its epochs spent on sparse training, ``reg: auto``), and ``hand_ce`` /
 ``hand_kd`` (raw torch-pruning + a plain PyTorch loop, pruned to the MACs cut nearest the target: the same widths
 as edgekd's student at -75%; rows before session 7 were pruned to at least the target, -78.2%).
 
@@ -88,6 +89,13 @@ def edgekd_arms(epochs: int) -> dict[str, list[str]]:
         # The quickstart's finding at 2 epochs, at the full budget: the same images every epoch, so the
         # teacher's outputs are cached (KD then costs what CE costs); the CE arm isolates augmentation from KD.
         "cached_kd": [*ONECYCLE, "data.augment=false", f"distill.epochs={epochs}"],
+        # cached_kd with 1 of its epochs given to sparse training at reg: auto (sized to that one epoch)
+        "cached_sparse": [
+            *ONECYCLE,
+            "data.augment=false",
+            "prune.sparsity.epochs=1",
+            f"distill.epochs={epochs - 1}",
+        ],
         "plain_ce": [
             *ONECYCLE,
             "data.augment=false",

@@ -6,14 +6,17 @@ teacher's (issue 18).
 The "before" weights are the run's own teacher (``teacher.checkpoint`` in ``RUN_DIR/recipe.yaml``); the models are
 built for Fashion-MNIST's 1×28×28 images and 10 classes, as the issue-18 runs are.
 
-Prints the ratio after/before over all groups and over the weakest tenth (the ones the regulariser pushes
-hardest, ``alpha``×), and the share of groups below 10% of the median norm before and after: whether the phase
-sparsified anything pruning could then remove cheaply.
+Prints the ratio after/before of the raw group norms (what the penalty did to the weights) over all groups and
+over the weakest tenth (the ones the regulariser pushes hardest, ``alpha``×), and the share of groups below 10% of
+the median norm (relative to each coupled group's mean, as the report and pruning see them) before and after:
+whether the phase sparsified anything pruning could then remove cheaply. (Session 7's numbers in RESULTS.md were
+ratios of the relative norms: this script read those until session 8.)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -35,25 +38,25 @@ def main() -> None:
     recipe = load_recipe(args.run / "recipe.yaml")
     example = torch.zeros(1, 1, 28, 28)
 
-    def norms(weights: Path) -> tuple[float, ...]:
+    reg = json.loads((args.run / "report.json").read_text())["stages"]["sparsify"]["reg"]  # auto: as sized
+
+    def norms(weights: Path, raw: bool) -> tuple[float, ...]:
         model = build_model(recipe.teacher.model, 10, 1)
         model.load_state_dict(torch.load(weights, weights_only=True))
-        return GroupRegularizer(model, example, recipe.prune).group_norms()
+        return GroupRegularizer(model, example, recipe.prune, reg).group_norms(raw)
 
-    before, after = norms(Path(recipe.teacher.checkpoint)), norms(args.run / "state" / "sparse.pt")
+    teacher, sparse = Path(recipe.teacher.checkpoint), args.run / "state" / "sparse.pt"
+    before, after = norms(teacher, raw=True), norms(sparse, raw=True)
     ratios = sorted(a / b for a, b in zip(after, before, strict=True))
     weakest = sorted(range(len(before)), key=before.__getitem__)[: max(1, len(before) // 10)]
     weak = sorted(after[i] / before[i] for i in weakest)
-    print(
-        f"{len(before)} channel groups, reg {recipe.prune.sparsity.reg:g}, {recipe.prune.sparsity.epochs} epoch(s)"
-    )
+    print(f"{len(before)} channel groups, reg {reg:.3g}, {recipe.prune.sparsity.epochs} epoch(s)")
     print(
         f"after/before, all groups: min {ratios[0]:.3f}, median {statistics.median(ratios):.3f}, max {ratios[-1]:.3f}"
     )
     print(f"after/before, weakest tenth: min {weak[0]:.3f}, median {statistics.median(weak):.3f}")
-    print(
-        f"groups below 10% of the median norm: {near_zero_share(before):.1%} -> {near_zero_share(after):.1%}"
-    )
+    shares = [near_zero_share(norms(weights, raw=False)) for weights in (teacher, sparse)]
+    print(f"groups below 10% of the median norm: {shares[0]:.1%} -> {shares[1]:.1%}")
 
 
 if __name__ == "__main__":
