@@ -148,7 +148,15 @@ def _group_norms(report: dict[str, Any]) -> Figure | None:
     top = max(max(before), max(after))
     bins = [top * i / 40 for i in range(41)]
     ax.hist(before, bins=bins, color="#c8d3e6", label=f"before ({len(before)} groups)")
-    ax.hist(after, bins=bins, color=_COLORS[0], alpha=0.75, label=f"after {sparsify.get('epochs')} epoch(s)")
+    reg = sparsify.get("reg")
+    strength = f", reg {reg:.2g}{' (auto)' if sparsify.get('reg_auto') else ''}" if reg is not None else ""
+    ax.hist(
+        after,
+        bins=bins,
+        color=_COLORS[0],
+        alpha=0.75,
+        label=f"after {sparsify.get('epochs')} epoch(s){strength}",
+    )
     ax.axvline(
         0.1 * statistics.median(after), color=_COLORS[3], ls="--", lw=1, label="10% of the median (after)"
     )
