@@ -16,9 +16,15 @@ each of the first two, then ``epochs - 2``), ``ce_only`` (the loss choice: no KD
 ``onecycle_ce`` (the hand loop's OneCycle schedule to lr 0.05, with and without the KD term; ``onecycle_kd`` is
 the shipped ``recipes/recommended/`` recipes, chosen on validation), ``cached_kd`` / ``plain_ce`` (``onecycle_kd`` /
 ``onecycle_ce`` on un-augmented images, as the quickstart trains: the teacher's outputs are cached),
-``cached_sparse`` (``cached_kd`` with 1 of its epochs spent on sparse training, ``reg: auto``), and ``hand_ce`` /
+``cached_kd09`` (``cached_kd`` weighting CE 0.1 + KD 0.9), ``cached_sparse`` (``cached_kd`` with 1 of its epochs
+spent on sparse training, ``reg: auto``), and ``hand_ce`` /
 ``hand_kd`` (raw torch-pruning + a plain PyTorch loop, pruned to the MACs cut nearest the target: the same widths
 as edgekd's student at -75%; rows before session 7 were pruned to at least the target, -78.2%).
+
+    # KD against CE on validation images the teacher never saw: a teacher trained without data.val's carve
+    # (edgekd train recipes/teachers/fmnist_resnet20.train.yaml --out T --set data.val_seed=0), the same carve
+    python benchmarks/recovery.py --arms cached_kd plain_ce --set teacher.checkpoint=T/teacher.pt \
+        --set data.val_seed=0 --tag clean_val
 
     # -90% MACs: uniform widths in multiples of 8 stop at -86.6%, so let the widths be any count
     python benchmarks/recovery.py --reduction 0.9 --set prune.round_to=null --arms onecycle_kd hand_ce
@@ -89,6 +95,13 @@ def edgekd_arms(epochs: int) -> dict[str, list[str]]:
         # The quickstart's finding at 2 epochs, at the full budget: the same images every epoch, so the
         # teacher's outputs are cached (KD then costs what CE costs); the CE arm isolates augmentation from KD.
         "cached_kd": [*ONECYCLE, "data.augment=false", f"distill.epochs={epochs}"],
+        # cached_kd leaning on the teacher: CE 0.1 + KD 0.9 (the shipped teacher's own distillation weights)
+        "cached_kd09": [
+            *ONECYCLE,
+            "data.augment=false",
+            f"distill.epochs={epochs}",
+            "distill.losses=[{name: ce, weight: 0.1}, {name: kd, weight: 0.9, temperature: 4.0}]",
+        ],
         # cached_kd with 1 of its epochs given to sparse training at reg: auto (sized to that one epoch)
         "cached_sparse": [
             *ONECYCLE,
@@ -169,6 +182,9 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="an override for every edgekd arm, e.g. prune.round_to=null at --reduction 0.9",
     )
+    parser.add_argument(
+        "--tag", default="", help="appended to each row's arm as ARM@TAG (e.g. a run against another teacher)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "recovery")
     parser.add_argument("--quick", action="store_true", help="1 seed, 3 epochs on 3k images")
     parser.add_argument("--summarise", action="store_true", help="only print the table of OUT/rows.jsonl")
@@ -191,6 +207,8 @@ def main() -> None:
                 if arm.startswith("hand_")
                 else run_edgekd(arm, arms[arm], seed, args)
             )
+            if args.tag:
+                row["arm"] = f"{row['arm']}@{args.tag}"
             rows.append(row)
             with rows_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -44,14 +44,16 @@ def parse_dataset_params(cfg: DataConfig, where: str) -> DatasetParams:
 
 
 def build_data(cfg: DataConfig, seed: int = 0, teacher: str | None = None) -> DataBundle:
-    """Build the dataset a recipe names, with ``data.val`` carved from its training split with ``seed``.
+    """Build the dataset a recipe names, with ``data.val`` carved from its training split with ``seed`` (or with
+    ``data.val_seed`` when the recipe fixes the carve).
 
     ``teacher`` is the teacher's recipe name (``teacher.model.name``): with ``data.preprocessing: null`` a
     ``torchvision:``/``timm:`` teacher's published normalisation is used (:mod:`edgekd.data.preprocessing`).
     Raises InputError when the dataset is missing or malformed, ``data.preprocessing`` does not fit its
     channels, or ``data.val`` leaves nothing to train on.
     """
-    return carve_validation(DATASETS.get(cfg.name)(cfg, teacher), cfg.val, seed)
+    carve_seed = seed if cfg.val_seed is None else cfg.val_seed
+    return carve_validation(DATASETS.get(cfg.name)(cfg, teacher), cfg.val, carve_seed)
 
 
 __all__ = [

@@ -107,6 +107,11 @@ class DataConfig(Section):
             "datasets: a subfolder laid out like the eval one), or 0/null for none (the last epoch is kept)."
         ),
     )
+    val_seed: int | None = Field(
+        None,
+        description="Carve data.val with this seed instead of the run's: the same validation images for every "
+        "seed, e.g. the images a teacher was trained without, so that they are unseen by it as well.",
+    )
     augment: bool = Field(
         True, description="Standard training augmentation (random crop with padding, flip)."
     )
