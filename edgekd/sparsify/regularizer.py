@@ -87,8 +87,8 @@ def sized_reg(cfg: SparsityConfig, steps_per_epoch: int) -> float:
 
     Why: the penalty is a weight decay of ``reg * gamma`` on each group, so what it achieves depends on how many
     steps it gets and at which learning rates. DepGraph's ``reg`` of 5e-4 (Fang et al., CVPR'23) is sized for
-    sparse phases of hundreds of epochs; a one-epoch phase at that strength shrank ResNet-20's weakest groups by
-    ~8% and removed nothing (benchmarks/RESULTS.md, issue 18, session 7). Under SGD with momentum ``m`` a
+    sparse phases of hundreds of epochs; a one-epoch phase at that strength left no ResNet-20 group near zero
+    (benchmarks/RESULTS.md, issue 18, session 7; at the sized 8.7e-3, 2.9%: session 8). Under SGD with momentum ``m`` a
     gradient term ``g`` moves the weights by ``lr_t * g / (1 - m)`` per step once momentum has built up, so the
     weakest group (``gamma = alpha``) is scaled by ``prod(1 - lr_t * reg * alpha / (1 - m))``, about
     ``exp(-reg * alpha * sum(lr_t) / (1 - m))``; this solves that for ``shrink_to``. The learning rates are the
