@@ -17,7 +17,8 @@ each of the first two, then ``epochs - 2``), ``ce_only`` (the loss choice: no KD
 the shipped ``recipes/recommended/`` recipes, chosen on validation), ``cached_kd`` / ``plain_ce`` (``onecycle_kd`` /
 ``onecycle_ce`` on un-augmented images, as the quickstart trains: the teacher's outputs are cached),
 ``cached_kd09`` (``cached_kd`` weighting CE 0.1 + KD 0.9), ``cached_sparse`` (``cached_kd`` with 1 of its epochs
-spent on sparse training, ``reg: auto``), and ``hand_ce`` /
+spent on sparse training, ``reg: auto``), ``cached_planned`` (``cached_sparse`` penalising only the channels the
+planned cut removes: ``prune.sparsity.target: pruned``), and ``hand_ce`` /
 ``hand_kd`` (raw torch-pruning + a plain PyTorch loop, pruned to the MACs cut nearest the target: the same widths
 as edgekd's student at -75%; rows before session 7 were pruned to at least the target, -78.2%).
 
@@ -109,6 +110,14 @@ def edgekd_arms(epochs: int) -> dict[str, list[str]]:
             "prune.sparsity.epochs=1",
             f"distill.epochs={epochs - 1}",
         ],
+        # cached_sparse penalising only the channels the cut will remove (prune.sparsity.target: pruned)
+        "cached_planned": [
+            *ONECYCLE,
+            "data.augment=false",
+            "prune.sparsity.epochs=1",
+            "prune.sparsity.target=pruned",
+            f"distill.epochs={epochs - 1}",
+        ],
         "plain_ce": [
             *ONECYCLE,
             "data.augment=false",
@@ -120,9 +129,10 @@ def edgekd_arms(epochs: int) -> dict[str, list[str]]:
 
 def run_edgekd(arm: str, overrides: list[str], seed: int, args: argparse.Namespace) -> dict:
     common = [f"seed={seed}", f"prune.reduction={args.reduction}", f"data.train_limit={args.train_limit}"]
-    common += ["profile.threads=[1]", "profile.time_budget_s=0.5", *BASE, *args.set]
+    common += ["profile.threads=[1]", "profile.time_budget_s=0.5", *BASE]
     started = time.perf_counter()
-    report = compress_report(QUICKSTART, args.out / f"{arm}-seed{seed}", [*common, *overrides])
+    name = f"{arm}@{args.tag}" if args.tag else arm
+    report = compress_report(QUICKSTART, args.out / f"{name}-seed{seed}", [*common, *overrides, *args.set])
     student, teacher = artifact(report, "student.onnx"), artifact(report, "teacher.onnx")
     return {
         "arm": arm,
@@ -180,7 +190,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an override for every edgekd arm, e.g. prune.round_to=null at --reduction 0.9",
+        help="an override for every edgekd arm, applied after the arm's own, e.g. prune.round_to=null at "
+        "--reduction 0.9",
     )
     parser.add_argument(
         "--tag", default="", help="appended to each row's arm as ARM@TAG (e.g. a run against another teacher)"

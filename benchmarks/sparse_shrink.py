@@ -7,7 +7,8 @@ The "before" weights are the run's own teacher (``teacher.checkpoint`` in ``RUN_
 built for Fashion-MNIST's 1×28×28 images and 10 classes, as the issue-18 runs are.
 
 Prints the ratio after/before of the raw group norms (what the penalty did to the weights) over all groups and
-over the weakest tenth (the ones the regulariser pushes hardest, ``alpha``×), and the share of groups below 10% of
+over the weakest tenth (the ones the regulariser pushes hardest, ``alpha``×; with ``target: pruned``, over the
+penalised groups and the rest), and the share of groups below 10% of
 the median norm (relative to each coupled group's mean, as the report and pruning see them) before and after:
 whether the phase sparsified anything pruning could then remove cheaply. (Session 7's numbers in RESULTS.md were
 ratios of the relative norms: this script read those until session 8.)
@@ -38,7 +39,8 @@ def main() -> None:
     recipe = load_recipe(args.run / "recipe.yaml")
     example = torch.zeros(1, 1, 28, 28)
 
-    reg = json.loads((args.run / "report.json").read_text())["stages"]["sparsify"]["reg"]  # auto: as sized
+    sparsify = json.loads((args.run / "report.json").read_text())["stages"]["sparsify"]
+    reg = sparsify["reg"]  # auto: as sized
 
     def norms(weights: Path, raw: bool) -> tuple[float, ...]:
         model = build_model(recipe.teacher.model, 10, 1)
@@ -55,6 +57,12 @@ def main() -> None:
         f"after/before, all groups: min {ratios[0]:.3f}, median {statistics.median(ratios):.3f}, max {ratios[-1]:.3f}"
     )
     print(f"after/before, weakest tenth: min {weak[0]:.3f}, median {statistics.median(weak):.3f}")
+    if sparsify.get("target") == "pruned":  # the planned cut: the most-shrunk share is the penalised one
+        cut = round(sparsify["penalised_groups"] * len(ratios))
+        print(
+            f"target: pruned, {cut} groups penalised: after/before median {statistics.median(ratios[:cut]):.3f}, "
+            f"max {ratios[cut - 1]:.3f}; the other {len(ratios) - cut}: median {statistics.median(ratios[cut:]):.3f}"
+        )
     shares = [near_zero_share(norms(weights, raw=False)) for weights in (teacher, sparse)]
     print(f"groups below 10% of the median norm: {shares[0]:.1%} -> {shares[1]:.1%}")
 

@@ -236,12 +236,15 @@ class SparsifyResult:
 
     ``norms_before``/``norms_after``: the L2 norm of every prunable channel's coupled group, before and after:
     what the sparse phase changed, and what ``group_l2`` importance then ranks channels by.
+    ``penalised_share``: with ``prune.sparsity.target: pruned``, the share of channel groups the penalty worked
+    on (those the planned cut removes); ``None`` with ``target: all`` (every group).
     """
 
     train: TrainResult
     reg: float
     norms_before: tuple[float, ...]
     norms_after: tuple[float, ...]
+    penalised_share: float | None = None
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,15 @@ class SparsityConfig(OptimConfig):
     alpha: float = Field(
         16.0,
         ge=1,
-        description="The least important group gets alpha x the regularisation of the most important one.",
+        description="With target: all, the least important group gets alpha x the regularisation of the most "
+        "important one.",
+    )
+    target: Literal["all", "pruned"] = Field(
+        "all",
+        description="What the penalty works on. all: every channel group, weakest fastest (DepGraph; "
+        "torch-pruning's GroupNormPruner). pruned: only the channels a prune to the recipe's goal would remove "
+        "now, planned before the phase (growing regularisation, Wang et al. ICLR'21), so what they carry moves "
+        "into the kept channels before the cut.",
     )
 
     @model_validator(mode="after")
@@ -190,5 +198,9 @@ class PruneConfig(Section):
         if self.target == "channels" and self.allocation == "cost":
             raise ValueError(
                 "target: channels is a per-group ratio; allocation: cost needs macs, params or latency"
+            )
+        if self.sparsity.target == "pruned" and self.resolved_allocation == "cost":
+            raise ValueError(
+                "sparsity.target: pruned plans its cut with allocation: uniform; set it, or use target: all"
             )
         return self

@@ -150,6 +150,8 @@ def _group_norms(report: dict[str, Any]) -> Figure | None:
     ax.hist(before, bins=bins, color="#c8d3e6", label=f"before ({len(before)} groups)")
     reg = sparsify.get("reg")
     strength = f", reg {reg:.2g}{' (auto)' if sparsify.get('reg_auto') else ''}" if reg is not None else ""
+    if sparsify.get("target") == "pruned":
+        strength += f", on the {100 * sparsify.get('penalised_groups', 0):.0f}% the cut removes"
     ax.hist(
         after,
         bins=bins,
@@ -157,9 +159,10 @@ def _group_norms(report: dict[str, Any]) -> Figure | None:
         alpha=0.75,
         label=f"after {sparsify.get('epochs')} epoch(s){strength}",
     )
-    ax.axvline(
-        0.1 * statistics.median(after), color=_COLORS[3], ls="--", lw=1, label="10% of the median (after)"
-    )
+    if sparsify.get("target") != "pruned":  # a planned cut shrinks half the groups: the median falls between
+        ax.axvline(
+            0.1 * statistics.median(after), color=_COLORS[3], ls="--", lw=1, label="10% of the median (after)"
+        )
     ax.set_xlabel("channel-group L2 norm (relative: torch-pruning normalises each coupled group by its mean)")
     ax.set_ylabel("groups")
     ax.grid(axis="y", alpha=0.3)

@@ -26,9 +26,10 @@ from edgekd.distill import train_student
 from edgekd.engine import distributed
 from edgekd.errors import InputError
 from edgekd.io import write_with
+from edgekd.prune.oneshot import prune_model
 from edgekd.recipe.schema import OptimConfig, Recipe
 from edgekd.results import SparsifyResult
-from edgekd.sparsify.regularizer import GroupRegularizer, near_zero_share, sized_reg
+from edgekd.sparsify.regularizer import GroupRegularizer, PlannedRegularizer, near_zero_share, sized_reg
 
 log = logging.getLogger("edgekd")
 
@@ -44,7 +45,15 @@ def run(ctx: RunContext, upstream: Upstream) -> SparsifyResult:
     model = copy.deepcopy(ctx.teacher).requires_grad_(True)
     reg = cfg.reg if isinstance(cfg.reg, float) else sized_reg(cfg, _steps_per_epoch(ctx))
     log.info("sparsify: group-norm regularisation %.3g%s", reg, " (auto)" if cfg.reg == "auto" else "")
-    regularizer = GroupRegularizer(model, ctx.data.example_input(1), ctx.recipe.prune, reg)
+    example = ctx.data.example_input(1)
+    if cfg.target == "pruned":
+        regularizer = PlannedRegularizer(model, example, ctx.recipe.prune, reg, _planned_cut(ctx))
+        log.info(
+            "sparsify: penalising the %.0f%% of channels pruning will remove",
+            100 * regularizer.penalised_share,
+        )
+    else:
+        regularizer = GroupRegularizer(model, example, ctx.recipe.prune, reg)
     before = regularizer.group_norms()
     train = train_student(
         sparse_training_context(ctx),
@@ -60,7 +69,18 @@ def run(ctx: RunContext, upstream: Upstream) -> SparsifyResult:
         100 * near_zero_share(before),
         100 * near_zero_share(after),
     )
-    return SparsifyResult(train=train, reg=reg, norms_before=before, norms_after=after)
+    share = getattr(regularizer, "penalised_share", None)
+    return SparsifyResult(train, reg, before, after, penalised_share=share)
+
+
+def _planned_cut(ctx: RunContext) -> dict[str, int]:
+    """``{layer name: channels removed}`` when the unpruned teacher is pruned to the recipe's goal now.
+
+    Why the teacher as it is: growing regularisation fixes what to remove before the phase (Wang et al.,
+    ICLR'21), and the phase then makes that choice come true (the penalised channels stay the weakest).
+    """
+    _, plan = prune_model(ctx.teacher, ctx.data, ctx.task, ctx.recipe.prune, ctx.seed)  # uniform (validated)
+    return {layer.name: layer.before - layer.after for layer in plan.layers}
 
 
 def _steps_per_epoch(ctx: RunContext) -> int:
@@ -103,6 +123,8 @@ def info(ctx: RunContext, result: SparsifyResult) -> dict[str, Any]:
         "best_epoch": result.train.best_epoch,
         "reg": result.reg,  # the strength used: prune.sparsity.reg, or what auto sized it to
         "reg_auto": ctx.recipe.prune.sparsity.reg == "auto",
+        "target": ctx.recipe.prune.sparsity.target,  # all (DepGraph) or pruned (the planned cut only)
+        "penalised_groups": result.penalised_share,  # target pruned: the share the planned cut removes
         "near_zero_groups_before": near_zero_share(result.norms_before),
         "near_zero_groups_after": near_zero_share(result.norms_after),
         # every channel group's L2 norm, in graph order (report plot group_norms.png): what the phase changed
