@@ -223,9 +223,10 @@ def main() -> None:
             rows.append(row)
             with rows_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(
-                f"{arm} seed {seed}: {100 * row['test_accuracy']:.2f}% ({row['seconds']:.0f} s)", flush=True
-            )
+            # validation only while runs go on: the choice between arms is made there, test read after it
+            val = row.get("val_accuracy")
+            shown = f"validation {100 * val:.2f}%" if val is not None else "done (no validation split)"
+            print(f"{arm} seed {seed}: {shown} ({row['seconds']:.0f} s)", flush=True)
     print(summarise(rows))
 
 
