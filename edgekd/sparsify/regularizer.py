@@ -30,6 +30,10 @@ class GroupRegularizer:
     ``prune.ignored_layers`` are left alone, as pruning leaves them.
     """
 
+    penalised_share: float | None = (
+        None  # every group is penalised (PlannedRegularizer: the share it works on)
+    )
+
     def __init__(
         self, model: nn.Module, example: torch.Tensor, cfg: PruneConfig, reg: float | None = None
     ) -> None:
@@ -132,9 +136,8 @@ class PlannedRegularizer(GroupRegularizer):
         if handler in (function.prune_conv_out_channels, function.prune_linear_out_channels):
             slices = [(layer.weight, 0), (layer.bias, 0)]
         elif handler in (function.prune_conv_in_channels, function.prune_linear_in_channels):
-            if (
-                getattr(layer, "groups", 1) > 1
-            ):  # depthwise: its out-channel dependency holds the same weights
+            # depthwise: its out-channel dependency holds the same weights
+            if getattr(layer, "groups", 1) > 1:
                 return
             slices = [(layer.weight, 1)]
         elif handler == function.prune_batchnorm_out_channels and layer.affine:
@@ -166,7 +169,7 @@ def sized_reg(cfg: SparsityConfig, steps_per_epoch: int) -> float:
     18, session 7; sized, 2.9%: session 8). The closed form ``exp(-reg * gamma * sum(lr_t) / (1 - m))`` holds
     only once momentum has built up and while ``lr * reg * gamma`` is far below ``(1 - m)^2``: a 100-step phase
     sized by it drove the weights to 4e-6 of their size (momentum overshoots), a 4-step one left them at 0.35.
-    So the phase is simulated instead: one weight per candidate strength (a log grid around the closed form)
+    So the phase is simulated instead: one weight per candidate strength (a log grid from 1e-6 to 100)
     goes through the phase's own optimiser and schedule under that decay alone (SGD is elementwise, so the
     candidates do not interact), and the weakest candidate that ends within ``shrink_to`` is returned.
     """

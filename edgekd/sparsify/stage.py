@@ -69,8 +69,7 @@ def run(ctx: RunContext, upstream: Upstream) -> SparsifyResult:
         100 * near_zero_share(before),
         100 * near_zero_share(after),
     )
-    share = getattr(regularizer, "penalised_share", None)
-    return SparsifyResult(train, reg, before, after, penalised_share=share)
+    return SparsifyResult(train, reg, before, after, penalised_share=regularizer.penalised_share)
 
 
 def _planned_cut(ctx: RunContext) -> dict[str, int]:
