@@ -30,9 +30,8 @@ class GroupRegularizer:
     ``prune.ignored_layers`` are left alone, as pruning leaves them.
     """
 
-    penalised_share: float | None = (
-        None  # every group is penalised (PlannedRegularizer: the share it works on)
-    )
+    # None: every group is penalised (PlannedRegularizer sets the share of groups it works on)
+    penalised_share: float | None = None
 
     def __init__(
         self, model: nn.Module, example: torch.Tensor, cfg: PruneConfig, reg: float | None = None
